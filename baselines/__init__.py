@@ -1,0 +1,1 @@
+"""Classical members. Each is a small class obeying hybrid.contract; no torch."""

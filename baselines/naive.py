@@ -1,0 +1,41 @@
+"""Seasonal naive: repeat the last observed cycle."""
+
+from __future__ import annotations
+
+from typing import Self
+
+import numpy as np
+
+from hybrid.contract import TaskSpec, check_context
+
+
+class SeasonalNaive:
+    """Forecast y[t + h] = y[t + h - p * ceil(h / p)]: the last full cycle, repeated.
+
+    Args:
+        period: season length p; None takes the dominant period detected on the
+            training part (``spec.periods[0]``), and 1 (plain naive) when none
+            was found or it does not fit in the context.
+    """
+
+    name = "seasonal_naive"
+    horizon_agnostic = True
+
+    def __init__(self, period: int | None = None) -> None:
+        self.period = period
+
+    def fit(self, train: np.ndarray, val: np.ndarray | None, spec: TaskSpec) -> Self:
+        period = self.period or (spec.periods[0] if spec.periods else 1)
+        if period > spec.context_length:
+            period = 1
+        self.period_ = int(period)
+        self.context_length_ = spec.context_length
+        self.horizon_ = spec.horizon
+        return self
+
+    def predict(self, context: np.ndarray) -> np.ndarray:
+        """context [N, C, L] -> forecast [N, C, H]."""
+        context = check_context(context, self.context_length_)
+        p, L = self.period_, self.context_length_
+        idx = L - p + (np.arange(self.horizon_) % p)  # positions of the last cycle, repeated
+        return np.ascontiguousarray(context[:, :, idx])

@@ -1,0 +1,56 @@
+"""The member registry: a name on the command line -> a configured member.
+
+A name may carry a period, ``seasonal_naive@24``: a period expert (note 9)
+tied to that season. ``make_member`` is the only place that knows every
+member; ``baselines`` never imports torch and ``llm_core`` is imported only
+when the core is asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from hybrid.config import Config
+from hybrid.contract import Forecaster
+from hybrid.errors import HybridInputError
+
+
+def _seasonal_naive(cfg: Config, period: int | None) -> Forecaster:
+    from baselines.naive import SeasonalNaive
+
+    return SeasonalNaive(period=period or cfg.seasonal_naive.period)
+
+
+def _linear(cfg: Config, period: int | None) -> Forecaster:
+    from baselines.linear import RidgeLinear
+
+    return RidgeLinear(normalization=cfg.linear.normalization, alphas=cfg.linear.alphas)
+
+
+# name -> (factory, accepts a period)
+REGISTRY: dict[str, tuple[Callable[[Config, int | None], Forecaster], bool]] = {
+    "seasonal_naive": (_seasonal_naive, True),
+    "linear": (_linear, False),
+}
+
+
+def parse_member(name: str) -> tuple[str, int | None]:
+    """``"ets@24"`` -> ``("ets", 24)``; ``"linear"`` -> ``("linear", None)``."""
+    base, at, period = name.partition("@")
+    if base not in REGISTRY:
+        raise HybridInputError(f"unknown member {name!r}; valid members: {', '.join(REGISTRY)}.")
+    if not at:
+        return base, None
+    if not REGISTRY[base][1]:
+        raise HybridInputError(f"member {base!r} takes no period; drop '@{period}' from {name!r}.")
+    if not period.isdigit() or int(period) < 1:
+        raise HybridInputError(f"member {name!r}: the period after '@' must be a positive integer.")
+    return base, int(period)
+
+
+def make_member(name: str, cfg: Config) -> Forecaster:
+    """Build the member called ``name`` with its config section."""
+    base, period = parse_member(name)
+    member = REGISTRY[base][0](cfg, period)
+    member.name = name
+    return member

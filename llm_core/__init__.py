@@ -1,0 +1,4 @@
+"""The Time-LLM core: the only package that imports torch and transformers.
+
+Importing this package imports no torch; the modules that need it do.
+"""
