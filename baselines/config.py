@@ -14,8 +14,9 @@ class SeasonalNaiveConfig:
 class LinearConfig:
     """Ridge map from the last L values to the next H (shared across channels)."""
 
-    normalization: str = "revin"  # revin (window mean/std) | last (NLinear: subtract last value) | none
-    alphas: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)  # chosen on validation
+    normalization: str = "revin"  # member `linear`: revin (window mean/std) | last | none
+    alphas: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0)  # per-sample ridge strengths, chosen on val
+    moving_avg: int = 25  # member `dlinear`: odd kernel of the trend moving average
 
 
 @dataclass(frozen=True)

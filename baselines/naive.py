@@ -39,3 +39,39 @@ class SeasonalNaive:
         p, L = self.period_, self.context_length_
         idx = L - p + (np.arange(self.horizon_) % p)  # positions of the last cycle, repeated
         return np.ascontiguousarray(context[:, :, idx])
+
+
+class Drift:
+    """Random walk with drift: the line through the window's first and last value."""
+
+    name = "drift"
+    horizon_agnostic = True
+
+    def fit(self, train: np.ndarray, val: np.ndarray | None, spec: TaskSpec) -> Self:
+        self.context_length_, self.horizon_ = spec.context_length, spec.horizon
+        return self
+
+    def predict(self, context: np.ndarray) -> np.ndarray:
+        """context [N, C, L] -> forecast [N, C, H]."""
+        context = check_context(context, self.context_length_)
+        last = context[:, :, -1:]
+        slope = (last - context[:, :, :1]) / max(self.context_length_ - 1, 1)
+        steps = np.arange(1, self.horizon_ + 1, dtype=np.float32)
+        return last + slope * steps
+
+
+class WindowMean:
+    """The window's mean, repeated: a floor any useful member must beat."""
+
+    name = "mean"
+    horizon_agnostic = True
+
+    def fit(self, train: np.ndarray, val: np.ndarray | None, spec: TaskSpec) -> Self:
+        self.context_length_, self.horizon_ = spec.context_length, spec.horizon
+        return self
+
+    def predict(self, context: np.ndarray) -> np.ndarray:
+        """context [N, C, L] -> forecast [N, C, H]."""
+        context = check_context(context, self.context_length_)
+        mean = context.mean(axis=2, keepdims=True)
+        return np.repeat(mean, self.horizon_, axis=2)

@@ -27,10 +27,40 @@ def _linear(cfg: Config, period: int | None) -> Forecaster:
     return RidgeLinear(normalization=cfg.linear.normalization, alphas=cfg.linear.alphas)
 
 
+def _nlinear(cfg: Config, period: int | None) -> Forecaster:
+    from baselines.linear import RidgeLinear
+
+    return RidgeLinear(normalization="last", alphas=cfg.linear.alphas)
+
+
+def _dlinear(cfg: Config, period: int | None) -> Forecaster:
+    from baselines.linear import RidgeLinear
+
+    if cfg.linear.moving_avg < 3 or cfg.linear.moving_avg % 2 == 0:
+        raise HybridInputError(f"linear.moving_avg must be an odd integer >= 3; got {cfg.linear.moving_avg}.")
+    return RidgeLinear(normalization="none", alphas=cfg.linear.alphas, decomposition=cfg.linear.moving_avg)
+
+
+def _drift(cfg: Config, period: int | None) -> Forecaster:
+    from baselines.naive import Drift
+
+    return Drift()
+
+
+def _mean(cfg: Config, period: int | None) -> Forecaster:
+    from baselines.naive import WindowMean
+
+    return WindowMean()
+
+
 # name -> (factory, accepts a period)
 REGISTRY: dict[str, tuple[Callable[[Config, int | None], Forecaster], bool]] = {
     "seasonal_naive": (_seasonal_naive, True),
     "linear": (_linear, False),
+    "nlinear": (_nlinear, False),
+    "dlinear": (_dlinear, False),
+    "drift": (_drift, False),
+    "mean": (_mean, False),
 }
 
 
