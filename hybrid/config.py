@@ -206,9 +206,13 @@ def parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
+DATASET_ALIASES = {"exchange_rate": "exchange"}
+
+
 def dataset_config_file(dataset: str) -> Path | None:
     """``configs/<dataset>.yaml`` for a known dataset name (case-insensitive)."""
-    candidate = CONFIG_DIR / f"{dataset.lower()}.yaml"
+    key = dataset.lower()
+    candidate = CONFIG_DIR / f"{DATASET_ALIASES.get(key, key)}.yaml"
     return candidate if candidate.is_file() and candidate.stem != "default" else None
 
 

@@ -1,0 +1,189 @@
+"""The command line: ``hybrid fit | forecast | evaluate``.
+
+Exit codes: 0 success, 2 bad input or config (one line on stderr), 1 an
+unexpected error (one line; the traceback with ``-v``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from hybrid.errors import HybridInputError
+
+logger = logging.getLogger("hybrid")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so errors keep exit code 2 and one line."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise HybridInputError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="hybrid", description="Classical members and a Time-LLM core, routed.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    fit = sub.add_parser("fit", help="fit every member, the core and the router; write a run directory")
+    fit.add_argument("--data", help="CSV path (.csv / .csv.gz) or built-in name: taylor (default), msft")
+    fit.add_argument("--horizon", type=_positive_int, nargs="+", help="forecast horizon(s), e.g. 96 192")
+    fit.add_argument("--context-length", type=_positive_int, help="input length L (default 512)")
+    fit.add_argument("--members", help="comma-separated members, e.g. seasonal_naive,linear,ets@24")
+    fit.add_argument("--features", choices=("M", "S", "MS"), help="M all channels, S target only, MS all in / target out")
+    fit.add_argument("--target", help="target column (default OT when present, else the last column)")
+    fit.add_argument("--config", help="extra YAML config layer")
+    fit.add_argument("--run-dir", help="write the run here (default runs/<dataset>-<time>, linked as runs/latest)")
+    fit.add_argument("--seed", type=int, help="seed for numpy, torch and scikit-learn")
+    fit.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                     help="override any config key, repeatable (e.g. --set core.llm_layers=2)")
+    fit.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS)
+
+    fc = sub.add_parser("forecast", help="forecast the steps after the end of the data")
+    fc.add_argument("--horizon", type=_positive_int, help="steps to forecast (default: the smallest fitted horizon)")
+    fc.add_argument("--run-dir", help="run to use (default runs/latest)")
+    fc.add_argument("--data", help="newer data with the same columns (default: the data the run was fitted on)")
+    fc.add_argument("--output", help="where to write forecast.csv (default: <run-dir>/forecast.csv)")
+    fc.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS)
+
+    ev = sub.add_parser("evaluate", help="test-set MSE / MAE per member and horizon")
+    ev.add_argument("--run-dir", help="run to use (default runs/latest)")
+    ev.add_argument("--json", action="store_true", help="print JSON for scripts")
+    ev.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS)
+    return parser
+
+
+def _fit_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    task: dict[str, Any] = {}
+    data: dict[str, Any] = {}
+    if args.horizon:
+        task["horizons"] = list(args.horizon)
+    if args.context_length:
+        task["context_length"] = args.context_length
+    if args.members:
+        task["members"] = [m.strip() for m in args.members.split(",") if m.strip()]
+    if args.seed is not None:
+        task["seed"] = args.seed
+    if args.features:
+        data["features"] = args.features
+    if args.target:
+        data["target"] = args.target
+    return {k: v for k, v in (("task", task), ("data", data)) if v}
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from hybrid.config import load_config
+    from hybrid.data import dataset_name
+    from hybrid.pipeline import fit_run
+
+    cfg = load_config(dataset_name(args.data), args.config, _fit_overrides(args), args.set)
+    result = fit_run(cfg, args.data, args.run_dir)
+    m = result.manifest
+    print(f"fitted {len(m['members'])} member(s) on {m['dataset']} ({m['n_rows']} rows x "
+          f"{len(m['columns'])} channels, {m['freq']}) in {m['fit_seconds_total']:.1f} s")
+    print(f"run: {result.run_dir}")
+    _print_metrics(m)
+    return 0
+
+
+def _print_metrics(m: dict[str, Any]) -> None:
+    for H, by_member in m["metrics"].items():
+        rows = []
+        for name, scores in by_member.items():
+            label = f"{name} ({scores['router']})" if "router" in scores else name
+            rows.append([label, f"{scores['val']['mse']:.4f}", f"{scores['test']['mse']:.4f}",
+                         f"{scores['test']['mae']:.4f}"])
+        print(f"\nhorizon {H} (scaled units, every window)")
+        print(_table(rows, ["member", "val mse", "test mse", "test mae"]))
+
+
+def cmd_forecast(args: argparse.Namespace) -> int:
+    from hybrid.artifacts import resolve_run_dir
+    from hybrid.pipeline import forecast_run
+
+    run_dir = resolve_run_dir(args.run_dir)
+    result = forecast_run(run_dir, args.horizon, args.data)
+    out = Path(args.output) if args.output else run_dir / "forecast.csv"
+    tmp = out.with_name(f".{out.name}.tmp")
+    result.frame.to_csv(tmp, index=False)
+    tmp.replace(out)
+    weights = ", ".join(f"{n} {w:.2f}" for n, w in sorted(result.weights.items(), key=lambda kv: -kv[1]) if w > 0)
+    print(f"forecast of {result.horizon} steps (fitted horizon {result.fitted_horizon}); weights: {weights}")
+    shown = result.frame if len(result.frame) <= 12 else result.frame.iloc[list(range(5)) + list(range(-5, 0))]
+    print(shown.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from hybrid.api import HybridForecaster
+
+    model = HybridForecaster.load(args.run_dir)
+    report = model.evaluate()
+    if args.json:
+        slim = {
+            "dataset": report["dataset"],
+            "context_length": report["context_length"],
+            "horizons": {
+                H: {name: {"mse": s["test"]["mse"], "mae": s["test"]["mae"]} for name, s in by.items()}
+                for H, by in report["horizons"].items()
+            },
+        }
+        print(json.dumps(slim, indent=2))
+        return 0
+    assert model.manifest_ is not None
+    print(f"{report['dataset']}, context_length {report['context_length']}, run {model.run_dir_}")
+    _print_metrics(model.manifest_)
+    return 0
+
+
+COMMANDS = {"fit": cmd_fit, "forecast": cmd_forecast, "evaluate": cmd_evaluate}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "-v" in argv or "--verbose" in argv
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
+    for noisy in ("matplotlib", "urllib3", "filelock", "fsspec"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except HybridInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; nothing was written", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if verbose:
+            logger.exception("unexpected error")
+        else:
+            print(f"unexpected error: {type(exc).__name__}: {exc} (run with -v for the traceback)", file=sys.stderr)
+        return 1
+
+
+def main_entry() -> None:
+    sys.exit(main())

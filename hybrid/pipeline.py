@@ -1,0 +1,351 @@
+"""The pipeline: fit every member for every horizon, score, combine, persist.
+
+``fit_run`` is what ``hybrid fit`` does; ``forecast_run`` what ``hybrid
+forecast`` does. Members are fitted on the scaled training part, scored on
+every validation and test window, and combined by weights learned on
+validation only; the test set chooses nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from hybrid import artifacts
+from hybrid.config import Config, config_from_dict
+from hybrid.contract import TaskSpec
+from hybrid.data import Series, load_series, resolve_split_kind
+from hybrid.errors import HybridInputError
+from hybrid.members import make_member, parse_member
+from hybrid.periods import detect_periods
+from hybrid.protocol import Scaler, make_split, mse_mae, windows
+from router.static import STATIC_MODES, combine, static_weights
+
+logger = logging.getLogger(__name__)
+
+COMBINED = "hybrid"
+PACKAGES = ("hybrid-forecast", "numpy", "pandas", "statsmodels", "pmdarima", "scikit-learn",
+            "torch", "transformers")
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    manifest: dict[str, Any]
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in PACKAGES:
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def _score(forecast: np.ndarray, target: np.ndarray, scaler: Scaler, channels: list[int]) -> dict[str, float]:
+    """MSE / MAE on scaled values and in original units, over the output channels."""
+    f, t = forecast[:, channels], target[:, channels]
+    mse, mae = mse_mae(f, t)
+    sub = Scaler(scaler.mean[channels], scaler.scale[channels])
+    mse_o, mae_o = mse_mae(sub.inverse(f, channel_axis=1), sub.inverse(np.asarray(t, np.float64), channel_axis=1))
+    return {"mse": mse, "mae": mae, "mse_original": mse_o, "mae_original": mae_o}
+
+
+def _task_spec(cfg: Config, series: Series, horizon: int, periods: tuple[int, ...]) -> TaskSpec:
+    n_jobs = cfg.runtime.n_jobs
+    if n_jobs < 1:
+        import os
+
+        n_jobs = os.cpu_count() or 1
+    return TaskSpec(
+        context_length=cfg.task.context_length,
+        horizon=horizon,
+        freq=series.freq,
+        periods=periods,
+        seed=cfg.task.seed,
+        n_jobs=n_jobs,
+        backend=cfg.runtime.backend,
+        channel_names=series.columns,
+        description=cfg.data.description,
+    )
+
+
+def check_members(names: tuple[str, ...]) -> None:
+    if not names:
+        raise HybridInputError("task.members is empty; name at least one member (e.g. --members linear).")
+    seen = set()
+    for name in names:
+        parse_member(name)
+        if name in seen:
+            raise HybridInputError(f"member {name!r} is listed twice in task.members.")
+        seen.add(name)
+
+
+def fit_run(cfg: Config, data: str | None, run_dir: str | Path | None = None) -> FitResult:
+    """Fit every member for every horizon and write a complete run directory.
+
+    Args:
+        cfg: the full config.
+        data: CSV path or built-in dataset name (None: the default dataset).
+        run_dir: where to write the run; default ``runs/<dataset>-<UTC time>``.
+
+    Returns:
+        The run directory and its manifest.
+    """
+    t_start = time.perf_counter()
+    check_members(cfg.task.members)
+    horizons = tuple(sorted(set(cfg.task.horizons)))
+    if not horizons or min(horizons) < 1:
+        raise HybridInputError(f"task.horizons must be positive integers; got {list(cfg.task.horizons)}.")
+    L = cfg.task.context_length
+    if L < 2:
+        raise HybridInputError(f"task.context_length must be at least 2; got {L}.")
+    np.random.seed(cfg.task.seed)
+
+    series = load_series(data, cfg.data)
+    split_kind = resolve_split_kind(series.name, cfg.data.split)
+    split = make_split(series.n_rows, L, max(horizons), kind=split_kind, freq=series.freq,
+                       ratios=tuple(cfg.data.split_ratios))
+    train_raw = split.part(series.values, "train")
+    scaler = Scaler.fit(train_raw)
+    scaled = scaler.transform(series.values)
+    train, val, test = (split.part(scaled, p) for p in ("train", "val", "test"))
+    periods = detect_periods(train, k=cfg.task.n_periods)
+    logger.info("%s: %d rows x %d channels at %s; split %s; periods %s",
+                series.name, series.n_rows, len(series.columns), series.freq, split_kind,
+                list(periods.dominant))
+    out_ch = series.output_channels
+
+    members_info: dict[str, dict[str, Any]] = {}
+    fitted: dict[tuple[str, int], Any] = {}
+    metrics: dict[str, dict[str, dict[str, Any]]] = {}
+    combiners: dict[str, dict[str, Any]] = {}
+    agnostic_cache: dict[str, Any] = {}
+
+    progress = tqdm(total=len(horizons) * len(cfg.task.members), desc="fit", unit="member",
+                    disable=not cfg.runtime.progress)
+    for H in horizons:
+        spec = _task_spec(cfg, series, H, periods.dominant)
+        val_ctx, val_tgt = windows(val, L, H)
+        test_ctx, test_tgt = windows(test, L, H)
+        val_fc: dict[str, np.ndarray] = {}
+        test_fc: dict[str, np.ndarray] = {}
+        metrics[str(H)] = {}
+        for name in cfg.task.members:
+            progress.set_postfix_str(f"H={H} {name}")
+            info = members_info.setdefault(name, {"fit_seconds": {}, "predict_seconds": {}, "status": "ok"})
+            try:
+                t0 = time.perf_counter()
+                if name in agnostic_cache:
+                    member = agnostic_cache[name]
+                else:
+                    member = make_member(name, cfg)
+                    fit_spec = replace(spec, horizon=max(horizons)) if getattr(member, "horizon_agnostic", False) else spec
+                    member.fit(train, val, fit_spec)
+                    if getattr(member, "horizon_agnostic", False):
+                        agnostic_cache[name] = member
+                info["fit_seconds"][str(H)] = round(time.perf_counter() - t0, 3)
+                t0 = time.perf_counter()
+                val_fc[name] = member.predict(val_ctx)[:, :, :H]
+                test_fc[name] = member.predict(test_ctx)[:, :, :H]
+                info["predict_seconds"][str(H)] = round(time.perf_counter() - t0, 3)
+            except HybridInputError:
+                raise
+            except Exception as exc:  # a failing member never stops the run
+                logger.warning("member %s failed at H=%d: %s: %s", name, H, type(exc).__name__, exc)
+                info["status"] = "failed"
+                info["reason"] = f"{type(exc).__name__}: {exc}"
+                progress.update()
+                continue
+            fitted[(name, H)] = member
+            for attr in ("channel_status_", "alpha_", "period_", "n_trainable_", "n_frozen_"):
+                if hasattr(member, attr):
+                    info.setdefault("details", {})[attr.rstrip("_")] = getattr(member, attr)
+            metrics[str(H)][name] = {
+                "val": _score(val_fc[name], val_tgt, scaler, out_ch),
+                "test": _score(test_fc[name], test_tgt, scaler, out_ch),
+            }
+            progress.update()
+        ok = [n for n in cfg.task.members if n in val_fc]
+        if not ok:
+            raise RuntimeError(f"every member failed at horizon {H}; see the warnings above.")
+        val_mse = {n: metrics[str(H)][n]["val"]["mse"] for n in ok}
+        comb: dict[str, Any] = {}
+        for mode in STATIC_MODES:
+            w = static_weights(val_mse, mode)
+            metrics[str(H)][mode] = {
+                "val": _score(combine(val_fc, w), val_tgt, scaler, out_ch),
+                "test": _score(combine(test_fc, w), test_tgt, scaler, out_ch),
+            }
+            comb[mode] = w
+        mode = cfg.router.mode
+        if mode not in STATIC_MODES:
+            raise HybridInputError(f"router.mode must be one of {', '.join(STATIC_MODES)}; got {mode!r}.")
+        metrics[str(H)][COMBINED] = dict(metrics[str(H)][mode], router=mode)
+        combiners[str(H)] = {"mode": mode, "weights": comb[mode], "static": comb}
+    progress.close()
+
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    final = Path(run_dir) if run_dir else artifacts.DEFAULT_RUNS / f"{series.name}-{stamp}"
+    manifest: dict[str, Any] = {
+        "complete": True,
+        "format": 1,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "dataset": series.name,
+        "source": series.source,
+        "fingerprint": series.fingerprint(),
+        "columns": list(series.columns),
+        "output_columns": [series.columns[j] for j in out_ch],
+        "target": series.target,
+        "features": series.features,
+        "freq": series.freq,
+        "n_rows": series.n_rows,
+        "last_timestamp": str(series.timestamps[-1]),
+        "context_length": L,
+        "horizons": list(horizons),
+        "split": split.to_dict(),
+        "windows": {str(H): {p: split.n_windows(p, L, H) for p in ("train", "val", "test")} for H in horizons},
+        "scaler": scaler.to_dict(),
+        "periods": periods.to_dict(),
+        "members": members_info,
+        "combiner": combiners,
+        "metrics": metrics,
+        "config": cfg.to_dict(),
+        "versions": _versions(),
+        "seed": cfg.task.seed,
+    }
+    with artifacts.staged_run_dir(final) as stage:
+        stored: dict[str, dict[str, str]] = {}
+        for (name, H), member in fitted.items():
+            path = artifacts.member_path(stage, name, H)
+            kind = artifacts.save_member(member, path)
+            cls = type(member)
+            stored.setdefault(name, {})[str(H)] = f"{kind}:{cls.__module__}.{cls.__qualname__}"
+        manifest["stored_members"] = stored
+        # The last L rows (original units) let `hybrid forecast` run without the data file.
+        np.savez(stage / "tail.npz", values=series.values[-L:],
+                 timestamps=np.asarray(series.timestamps[-L:].strftime("%Y-%m-%dT%H:%M:%S"), dtype=str))
+        manifest["fit_seconds_total"] = round(time.perf_counter() - t_start, 2)
+        artifacts.write_json(stage / artifacts.MANIFEST, manifest)
+    final = final.resolve()
+    if run_dir is None:
+        artifacts.point_latest(final)
+    logger.info("run written to %s", final)
+    return FitResult(final, manifest)
+
+
+@dataclass
+class ForecastResult:
+    """A forecast of the H steps after the end of the data.
+
+    Attributes:
+        frame: timestamp column plus one column per output channel (original units).
+        members: member name -> forecast [C_out, H] in original units.
+        weights: member name -> weight in the combined forecast.
+        horizon: H.
+        fitted_horizon: the fitted horizon that served it.
+    """
+
+    frame: pd.DataFrame
+    members: dict[str, np.ndarray]
+    weights: dict[str, float]
+    horizon: int
+    fitted_horizon: int
+    history: pd.DataFrame
+
+
+def load_fitted(run_dir: Path, manifest: dict[str, Any], horizon: int) -> dict[str, Any]:
+    out = {}
+    for name, by_h in manifest["stored_members"].items():
+        if str(horizon) not in by_h:
+            continue
+        kind, _, cls_path = by_h[str(horizon)].partition(":")
+        out[name] = artifacts.load_member(artifacts.member_path(run_dir, name, horizon), kind, cls_path)
+    return out
+
+
+def choose_horizon(requested: int | None, fitted: list[int]) -> int:
+    """The smallest fitted horizon that covers ``requested``."""
+    if requested is None:
+        return min(fitted)
+    if requested < 1:
+        raise HybridInputError(f"--horizon must be a positive integer; got {requested}.")
+    covering = [h for h in sorted(fitted) if h >= requested]
+    if not covering:
+        raise HybridInputError(
+            f"horizon {requested} is longer than any fitted horizon ({', '.join(map(str, sorted(fitted)))}); "
+            f"fit again with --horizon {requested}."
+        )
+    return covering[0]
+
+
+def _context_rows(run_dir: Path, manifest: dict[str, Any], data: str | None) -> tuple[np.ndarray, pd.DatetimeIndex, str]:
+    """Last L rows (original units) and their timestamps, from the run or new data."""
+    L = manifest["context_length"]
+    if data is None:
+        tail = np.load(run_dir / "tail.npz")
+        return tail["values"], pd.DatetimeIndex(pd.to_datetime(tail["timestamps"].tolist())), manifest["freq"]
+    cfg = config_from_dict(manifest["config"])
+    series = load_series(data, replace(cfg.data, name=manifest["dataset"]))
+    if list(series.columns) != manifest["columns"]:
+        raise HybridInputError(
+            f"--data {data} has columns {', '.join(series.columns)}, but the run was fitted on "
+            f"{', '.join(manifest['columns'])}; pass data with the same columns."
+        )
+    if series.n_rows < L:
+        raise HybridInputError(
+            f"--data {data} has {series.n_rows} rows; forecasting needs the last {L} (context_length)."
+        )
+    return series.values[-L:], series.timestamps[-L:], series.freq
+
+
+def forecast_run(run_dir: Path, horizon: int | None = None, data: str | None = None) -> ForecastResult:
+    """Forecast the ``horizon`` steps after the end of the data with a fitted run."""
+    manifest = artifacts.read_manifest(run_dir)
+    fitted_h = choose_horizon(horizon, manifest["horizons"])
+    horizon = horizon or fitted_h
+    values, stamps, freq = _context_rows(run_dir, manifest, data)
+    scaler = Scaler.from_dict(manifest["scaler"])
+    context = scaler.transform(values).T[None]  # [1, C, L]
+    members = load_fitted(run_dir, manifest, fitted_h)
+    columns = manifest["columns"]
+    out_idx = [columns.index(c) for c in manifest["output_columns"]]
+    member_fc: dict[str, np.ndarray] = {}
+    for name, member in members.items():
+        fc = member.predict(context)[:, :, :horizon]  # [1, C, h]
+        member_fc[name] = fc
+    weights = manifest["combiner"][str(fitted_h)]["weights"]
+    weights = {n: w for n, w in weights.items() if n in member_fc}
+    total = sum(weights.values())
+    if total <= 0:
+        raise RuntimeError("the stored combiner gives no weight to any loaded member; fit the run again.")
+    weights = {n: w / total for n, w in weights.items()}
+    combined = combine(member_fc, weights)  # [1, C, h]
+
+    def to_original(fc: np.ndarray) -> np.ndarray:
+        return scaler.inverse(fc[0].T.astype(np.float64))[:, out_idx].T  # [C_out, h]
+
+    future = pd.date_range(stamps[-1], periods=horizon + 1, freq=freq)[1:]
+    comb = to_original(combined)
+    frame = pd.DataFrame({"timestamp": future, **{manifest["output_columns"][i]: comb[i] for i in range(len(out_idx))}})
+    history = pd.DataFrame(values[:, out_idx], index=stamps, columns=manifest["output_columns"])
+    return ForecastResult(
+        frame=frame,
+        members={n: to_original(fc) for n, fc in member_fc.items()},
+        weights=weights,
+        horizon=horizon,
+        fitted_horizon=fitted_h,
+        history=history,
+    )
