@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -233,7 +234,9 @@ def _regularise(values: pd.DataFrame, cfg: DataConfig, source: str) -> tuple[pd.
             raise HybridInputError(f"data.freq {cfg.freq!r} is not a pandas frequency alias (e.g. h, 15min, D).") from None
         freq = cfg.freq
     else:
-        freq = pd.infer_freq(index) if len(index) >= 3 else None
+        with warnings.catch_warnings():  # pandas 3 warns that infer_freq will return an offset
+            warnings.simplefilter("ignore")
+            freq = pd.infer_freq(index) if len(index) >= 3 else None
         if freq is None:
             step = pd.Series(index).diff().dropna().median()
             offset = pd.tseries.frequencies.to_offset(step)

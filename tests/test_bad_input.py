@@ -1,0 +1,166 @@
+"""Every bad-input case: one clear line on stderr, exit code 2, nothing written."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hybrid.cli import main
+from tests.conftest import make_frame
+
+
+def run_fit(capsys, data: Path | str, *extra: str) -> tuple[int, str]:
+    rc = main(["fit", "--data", str(data), "--context-length", "96", "--horizon", "24",
+               "--set", "runtime.progress=false", *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith("error:")]
+    return rc, errors[0] if errors else ""
+
+
+def assert_rejected(capsys, data, *patterns: str, extra: tuple[str, ...] = ()) -> None:
+    rc, line = run_fit(capsys, data, *extra)
+    assert rc == 2, line
+    for pattern in patterns:
+        assert pattern in line, line
+    assert not Path("runs").exists(), "a rejected fit must write nothing"
+
+
+def write(tmp_path: Path, frame: pd.DataFrame, name: str = "bad.csv") -> Path:
+    path = tmp_path / name
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_missing_file(capsys, tmp_path):
+    assert_rejected(capsys, tmp_path / "nope.csv", "data file not found", "--data")
+
+
+def test_unreadable_file(capsys, tmp_path):
+    path = tmp_path / "broken.csv.gz"
+    path.write_bytes(b"this is not gzip at all")
+    assert_rejected(capsys, path, "cannot read", "CSV")
+
+
+def test_no_time_column(capsys, tmp_path):
+    frame = make_frame().drop(columns=["date"])
+    assert_rejected(capsys, write(tmp_path, frame), "no time column", "data.time_column")
+
+
+def test_non_numeric_columns_are_named(capsys, tmp_path):
+    frame = make_frame()
+    frame["label"] = "abc"
+    frame["c1"] = frame["c1"].astype(object)
+    frame.loc[5, "c1"] = "n/a?"
+    assert_rejected(capsys, write(tmp_path, frame), "non-numeric columns", "c1", "label")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -9999.0])
+def test_nan_inf_and_sentinels_name_column_and_row(capsys, tmp_path, bad):
+    frame = make_frame()
+    frame.loc[37, "c1"] = bad
+    assert_rejected(capsys, write(tmp_path, frame), "'c1'", "row 37", "data.missing")
+
+
+def test_missing_values_can_be_interpolated(capsys, tmp_path):
+    frame = make_frame()
+    frame.loc[37, "c1"] = np.nan
+    frame.loc[38, "c0"] = -9999
+    rc, line = run_fit(capsys, write(tmp_path, frame), "--set", "data.missing=interpolate")
+    assert rc == 0, line
+
+
+def test_duplicate_timestamps(capsys, tmp_path):
+    frame = make_frame()
+    frame = pd.concat([frame.iloc[:50], frame.iloc[49:]], ignore_index=True)
+    path = write(tmp_path, frame)
+    assert_rejected(capsys, path, "duplicate timestamps", "data.duplicates")
+    rc, line = run_fit(capsys, path, "--set", "data.duplicates=first")
+    assert rc == 0, line
+
+
+def test_unsorted_timestamps_are_sorted_with_a_warning(capsys, tmp_path):
+    frame = make_frame()
+    frame = frame.iloc[np.r_[1, 0, 2 : len(frame)]]
+    rc = main(["fit", "--data", str(write(tmp_path, frame)), "--context-length", "96", "--horizon", "24",
+               "--set", "runtime.progress=false"])
+    assert rc == 0
+    assert "sorted" in capsys.readouterr().err
+
+
+def test_irregular_gaps(capsys, tmp_path):
+    frame = make_frame().drop(index=[100, 101, 102])
+    path = write(tmp_path, frame)
+    assert_rejected(capsys, path, "irregular timestamps", "data.gaps")
+    rc, line = run_fit(capsys, path, "--set", "data.gaps=interpolate")
+    assert rc == 0, line
+
+
+def test_too_short_for_context_and_horizon(capsys, tmp_path):
+    path = write(tmp_path, make_frame(n=200))
+    assert_rejected(capsys, path, "series too short", "needs at least", "--context-length")
+
+
+def test_constant_channel_warns_and_scores_finite(capsys, tmp_path):
+    frame = make_frame()
+    frame["flat"] = 5.0
+    rc = main(["fit", "--data", str(write(tmp_path, frame)), "--context-length", "96", "--horizon", "24",
+               "--set", "runtime.progress=false", "--run-dir", "run"])
+    assert rc == 0
+    assert "constant" in capsys.readouterr().err
+    import json
+
+    metrics = json.loads(Path("run/manifest.json").read_text())["metrics"]["24"]
+    assert all(np.isfinite(s["test"]["mse"]) for s in metrics.values())
+
+
+def test_unknown_config_key_in_set_and_file(capsys, tmp_path, csv_path):
+    assert_rejected(capsys, csv_path, "unknown config key core.nope", "valid keys", extra=("--set", "core.nope=1"))
+    cfg = tmp_path / "extra.yaml"
+    cfg.write_text("task:\n  horizon: 96\n")
+    assert_rejected(capsys, csv_path, "unknown config key task.horizon", "horizons", extra=("--config", str(cfg)))
+    cfg.write_text("tasks:\n  seed: 1\n")
+    assert_rejected(capsys, csv_path, "unknown config section 'tasks'", extra=("--config", str(cfg)))
+
+
+def test_wrong_type_in_config(capsys, csv_path):
+    assert_rejected(capsys, csv_path, "task.context_length must be an integer", extra=("--set", "task.context_length=abc"))
+
+
+def test_unknown_member(capsys, csv_path):
+    assert_rejected(capsys, csv_path, "unknown member 'prophet'", extra=("--members", "linear,prophet"))
+
+
+def test_unknown_target(capsys, csv_path):
+    assert_rejected(capsys, csv_path, "target 'OT' is not a column", extra=("--target", "OT"))
+
+
+def test_horizon_not_fitted(capsys, csv_path):
+    rc, line = run_fit(capsys, csv_path)
+    assert rc == 0, line
+    assert main(["forecast", "--horizon", "48"]) == 2
+    err = capsys.readouterr().err
+    assert "horizon 48 is longer than any fitted horizon (24)" in err
+
+
+def test_forecast_without_a_run(capsys):
+    assert main(["forecast"]) == 2
+    assert "no run found" in capsys.readouterr().err
+
+
+def test_gzip_and_long_layouts_load(capsys, tmp_path):
+    frame = make_frame()
+    gz = tmp_path / "series.csv.gz"
+    with gzip.open(gz, "wt") as fh:
+        frame.to_csv(fh, index=False)
+    rc, line = run_fit(capsys, gz)
+    assert rc == 0, line
+    long = frame.melt(id_vars="date", var_name="unique_id", value_name="y").rename(columns={"date": "ds"})
+    rc, line = run_fit(capsys, write(tmp_path, long, "long.csv"), "--run-dir", "long-run")
+    assert rc == 0, line
+    import json
+
+    assert json.loads(Path("long-run/manifest.json").read_text())["columns"] == ["c0", "c1"]

@@ -1,0 +1,107 @@
+"""End to end through the CLI and the Python API on a synthetic series."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hybrid import artifacts
+from hybrid.api import HybridForecaster
+from hybrid.cli import main
+
+
+def test_fit_forecast_evaluate(capsys, csv_path, fit_args):
+    assert main(["fit", "--data", str(csv_path), *fit_args, "--horizon", "12", "24"]) == 0
+    latest = Path("runs/latest")
+    assert latest.is_symlink() and (latest / "manifest.json").is_file()
+    manifest = json.loads((latest / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["horizons"] == [12, 24]
+    assert manifest["periods"]["dominant"][0] == 24
+    assert manifest["windows"]["24"]["test"] == manifest["split"]["test_end"] - manifest["split"]["test_start"] - 96 - 24 + 1
+    for key in ("config", "versions", "fingerprint", "split", "members", "metrics"):
+        assert key in manifest
+    assert set(manifest["members"]["linear"]["fit_seconds"]) == {"12", "24"}
+    capsys.readouterr()
+
+    assert main(["forecast", "--horizon", "20"]) == 0
+    out = pd.read_csv(latest / "forecast.csv", parse_dates=["timestamp"])
+    assert list(out.columns) == ["timestamp", "c0", "c1"] and len(out) == 20
+    last = pd.Timestamp(manifest["last_timestamp"])
+    assert out["timestamp"].iloc[0] == last + pd.Timedelta(hours=1)
+    assert (out["timestamp"].diff().dropna() == pd.Timedelta(hours=1)).all()
+    # the forecast continues the seasonal pattern at the right level
+    assert out["c0"].between(0, 25).all()
+    capsys.readouterr()
+
+    assert main(["evaluate", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["context_length"] == 96
+    assert report["horizons"]["24"]["linear"]["mse"] < report["horizons"]["24"]["seasonal_naive"]["mse"]
+    assert {"equal", "inverse_error", "best_single", "hybrid"} <= set(report["horizons"]["12"])
+
+
+def test_forecast_with_newer_data_and_reload_is_exact(capsys, tmp_path, fit_args):
+    from tests.conftest import make_frame
+
+    frame = make_frame(n=900)
+    frame.iloc[:800].to_csv(tmp_path / "old.csv", index=False)
+    frame.to_csv(tmp_path / "new.csv", index=False)
+    model = HybridForecaster(context_length=96, horizons=(24,), sets=["runtime.progress=false"])
+    model.fit(str(tmp_path / "old.csv"), run_dir=tmp_path / "run")
+    first = model.forecast(24).frame
+    again = HybridForecaster.load(tmp_path / "run").forecast(24).frame
+    pd.testing.assert_frame_equal(first, again)
+    newer = model.forecast(24, data=str(tmp_path / "new.csv")).frame
+    assert newer["timestamp"].iloc[0] == frame["date"].iloc[-1] + pd.Timedelta(hours=1)
+    assert not np.allclose(newer["c0"], first["c0"])
+    bad = frame.rename(columns={"c1": "other"})
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    capsys.readouterr()
+    assert main(["forecast", "--run-dir", str(tmp_path / "run"), "--data", str(tmp_path / "bad.csv")]) == 2
+    assert "same columns" in capsys.readouterr().err
+
+
+def test_interrupted_fit_leaves_no_loadable_run(monkeypatch, csv_path, fit_args):
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(artifacts, "save_member", boom)
+    assert main(["fit", "--data", str(csv_path), *fit_args]) == 130
+    runs = Path("runs")
+    leftovers = sorted(p.name for p in runs.iterdir()) if runs.exists() else []
+    assert leftovers == [], "an interrupted fit must leave neither a run, a staging folder nor runs/latest"
+
+
+def test_features_ms_scores_target_only(csv_path, fit_args, tmp_path):
+    assert main(["fit", "--data", str(csv_path), *fit_args, "--features", "MS", "--target", "c0",
+                 "--run-dir", "ms"]) == 0
+    assert main(["fit", "--data", str(csv_path), *fit_args, "--features", "S", "--target", "c0",
+                 "--run-dir", "s"]) == 0
+    ms = json.loads(Path("ms/manifest.json").read_text())
+    s = json.loads(Path("s/manifest.json").read_text())
+    assert ms["output_columns"] == ["c0"] and ms["columns"] == ["c0", "c1"]
+    assert s["columns"] == ["c0"]
+    # channel-independent members see the same target channel either way
+    assert ms["metrics"]["24"]["seasonal_naive"]["test"]["mse"] == pytest.approx(
+        s["metrics"]["24"]["seasonal_naive"]["test"]["mse"])
+    assert main(["forecast", "--run-dir", "ms"]) == 0
+    assert list(pd.read_csv("ms/forecast.csv").columns) == ["timestamp", "c0"]
+
+
+def test_set_overrides_reach_the_members(csv_path, fit_args):
+    assert main(["fit", "--data", str(csv_path), *fit_args, "--run-dir", "a",
+                 "--set", "seasonal_naive.period=12", "--set", "linear.alphas=[10.0]"]) == 0
+    members = json.loads(Path("a/manifest.json").read_text())["members"]
+    assert members["seasonal_naive"]["details"]["period"] == 12
+    assert members["linear"]["details"]["alpha"] == 10.0
+
+
+def test_default_dataset_builtin(capsys):
+    assert main(["fit", "--horizon", "48", "--set", "runtime.progress=false"]) == 0
+    manifest = json.loads(Path("runs/latest/manifest.json").read_text())
+    assert manifest["dataset"] == "taylor" and manifest["n_rows"] == 4032
+    assert manifest["periods"]["dominant"][0] == 48
