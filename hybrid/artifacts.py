@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
