@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-ACF_THRESHOLD = 0.1  # an ACF peak below this is not a period
+ACF_THRESHOLD = 0.2  # an ACF peak below this is not a period
 N_CANDIDATES = 32  # spectral peaks examined per series
 
 
@@ -52,7 +52,9 @@ def _prepare(x: np.ndarray) -> np.ndarray:
     slope = (t @ x) / max(float(t @ t), 1e-12)
     x = x - np.outer(t, slope)
     std = x.std(axis=0)
-    return x / np.where(std > 0, std, 1.0)
+    # a column that is (numerically) a straight line has nothing periodic left
+    flat = std <= 1e-9 * np.maximum(1.0, np.abs(x).max(axis=0))
+    return np.where(flat, 0.0, x / np.where(std > 0, std, 1.0))
 
 
 def _acf(x: np.ndarray, max_lag: int) -> np.ndarray:
