@@ -1,4 +1,4 @@
-"""The command line: ``hybrid fit | forecast | evaluate``.
+"""The command line: ``hybrid fit | forecast | evaluate | report``.
 
 Exit codes: 0 success, 2 bad input or config (one line on stderr), 1 an
 unexpected error (one line; the traceback with ``-v``).
@@ -16,6 +16,10 @@ from typing import Any
 from hybrid.errors import HybridInputError
 
 logger = logging.getLogger("hybrid")
+
+# router.mode values (router.learned.ROUTER_MODES + router.static.STATIC_MODES), kept
+# literal so that `hybrid --help` imports nothing heavy
+ROUTER_CHOICES = ("vote", "select", "rules", "equal", "inverse_error", "best_single")
 
 
 def _positive_int(text: str) -> int:
@@ -50,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--config", help="extra YAML config layer")
     fit.add_argument("--run-dir", help="write the run here (default runs/<dataset>-<time>, linked as runs/latest)")
     fit.add_argument("--seed", type=int, help="seed for numpy, torch and scikit-learn")
+    fit.add_argument("--router", choices=ROUTER_CHOICES,
+                     help="what `hybrid` is: the learned router's vote (default), select or rules, "
+                          "or a static combiner (equal, inverse_error, best_single)")
     fit.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                      help="override any config key, repeatable (e.g. --set core.llm_layers=2)")
     fit.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS)
@@ -65,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--run-dir", help="run to use (default runs/latest)")
     ev.add_argument("--json", action="store_true", help="print JSON for scripts")
     ev.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS)
+
+    rp = sub.add_parser("report", help="re-render the vote report of the last forecast")
+    rp.add_argument("--run-dir", help="run to use (default runs/latest)")
+    rp.add_argument("--output-dir", help="where to write it (default: beside that forecast's forecast.csv)")
+    rp.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS)
     return parser
 
 
@@ -83,7 +95,8 @@ def _fit_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         data["features"] = args.features
     if args.target:
         data["target"] = args.target
-    return {k: v for k, v in (("task", task), ("data", data)) if v}
+    router = {"mode": args.router} if args.router else {}
+    return {k: v for k, v in (("task", task), ("data", data), ("router", router)) if v}
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -112,6 +125,8 @@ def _print_metrics(m: dict[str, Any]) -> None:
         rows = []
         for name, scores in by_member.items():
             label = f"{name} ({scores['router']})" if "router" in scores else name
+            if scores.get("fallback"):
+                label = f"{name} ({scores['router']} -> {scores['fallback']}, fallback)"
             rows.append([label, f"{scores['val']['mse']:.4f}", f"{scores['test']['mse']:.4f}",
                          f"{scores['test']['mae']:.4f}"])
         print(f"\nhorizon {H} (scaled units, every window)")
@@ -133,6 +148,21 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     shown = result.frame if len(result.frame) <= 12 else result.frame.iloc[list(range(5)) + list(range(-5, 0))]
     print(shown.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     print(f"wrote {out}")
+    from hybrid.report import write_report
+
+    written = write_report(result, run_dir, out.parent)
+    if result.fallback:
+        print(f"note: the router ({result.mode}) fell back to {result.fallback}; see {written[0]}")
+    print(f"wrote {', '.join(str(p) for p in written)}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from hybrid.artifacts import resolve_run_dir
+    from hybrid.report import rerender
+
+    written = rerender(resolve_run_dir(args.run_dir), Path(args.output_dir) if args.output_dir else None)
+    print(f"wrote {', '.join(str(p) for p in written)}")
     return 0
 
 
@@ -158,7 +188,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"fit": cmd_fit, "forecast": cmd_forecast, "evaluate": cmd_evaluate}
+COMMANDS = {"fit": cmd_fit, "forecast": cmd_forecast, "evaluate": cmd_evaluate, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:

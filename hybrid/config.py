@@ -68,7 +68,15 @@ class RuntimeConfig:
 class RouterConfig:
     """How members are combined into the ``hybrid`` forecast."""
 
-    mode: str = "best_single"  # best_single | equal | inverse_error
+    mode: str = "vote"  # vote | select | rules (learned) | equal | inverse_error | best_single (static)
+    holdout_fraction: float = 0.25  # last part of the validation windows held back to check the router
+    min_gain: float = 0.001  # relative MSE gain over equal and best single needed on the held-back part
+    l2: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0)  # L2 candidates of the softmax models, chosen on an inner split
+    max_iter: int = 300  # L-BFGS iterations of the softmax models
+    tree_depth: int = 3  # depth of the rules tree
+    tree_min_leaf: float = 0.02  # smallest leaf of the rules tree, as a fraction of the samples
+    backtest_steps: int = 0  # H' of the in-context backtest feature; 0: min(H, L // 4)
+    top_features: int = 5  # features listed per channel in the vote report
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 import platform
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import joblib
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
@@ -29,6 +30,8 @@ from hybrid.errors import HybridInputError
 from hybrid.members import make_member, parse_member
 from hybrid.periods import detect_periods
 from hybrid.protocol import Scaler, make_split, mse_mae, windows
+from router.features import backtest_steps, shift_context
+from router.learned import ROUTER_MODES, Router, combine_per_window, fit_router
 from router.static import STATIC_MODES, combine, static_weights
 
 logger = logging.getLogger(__name__)
@@ -93,6 +96,107 @@ def check_members(names: tuple[str, ...]) -> None:
         seen.add(name)
 
 
+def check_router_mode(mode: str) -> None:
+    valid = (*ROUTER_MODES, *STATIC_MODES)
+    if mode not in valid:
+        raise HybridInputError(f"router.mode must be one of {', '.join(valid)}; got {mode!r}.")
+
+
+def router_file(horizon: int) -> str:
+    return f"router-h{horizon}.joblib"
+
+
+def _predict_all(members: dict[str, Any], context: np.ndarray, H: int) -> dict[str, np.ndarray]:
+    """member -> forecast [N, C, H] of ``context`` [N, C, L]."""
+    return {n: m.predict(context)[:, :, :H] for n, m in members.items()}
+
+
+def _combine_horizon(
+    cfg: Config,
+    H: int,
+    ok: list[str],
+    members: dict[str, Any],
+    periods: tuple[int, ...],
+    metrics: dict[str, Any],
+    val: tuple[np.ndarray, dict[str, np.ndarray], np.ndarray],
+    test: tuple[np.ndarray, dict[str, np.ndarray], np.ndarray],
+    scaler: Scaler,
+    out_ch: list[int],
+) -> tuple[dict[str, Any], Router | None]:
+    """Static combiners and, with two or more members, the learned router for one horizon.
+
+    Adds ``equal``, ``inverse_error``, ``best_single``, ``router_<mode>`` (what
+    each learned mode does, before any fallback; its validation score is
+    in-sample) and ``hybrid`` (what is deployed: ``router.mode``, or its
+    fallback) to ``metrics``; returns the manifest's combiner entry and the
+    router (None with a single member).
+    """
+    val_ctx, val_fc, val_tgt = val
+    test_ctx, test_fc, test_tgt = test
+    val_mse = {n: metrics[n]["val"]["mse"] for n in ok}
+    comb: dict[str, Any] = {}
+    for mode in STATIC_MODES:
+        w = static_weights(val_mse, mode)
+        metrics[mode] = {
+            "val": _score(combine(val_fc, w), val_tgt, scaler, out_ch),
+            "test": _score(combine(test_fc, w), test_tgt, scaler, out_ch),
+        }
+        comb[mode] = w
+    mode = cfg.router.mode
+    entry: dict[str, Any] = {"mode": mode, "weights": comb.get(mode), "static": comb}
+    if len(ok) < 2:
+        if mode in ROUTER_MODES:
+            reason = f"only one member ({ok[0]}) at H={H}; nothing to route"
+            logger.warning("router %s: %s; using it alone", mode, reason)
+            entry.update(fallback="best_single", fallback_reason=reason, weights=comb["best_single"])
+            metrics[COMBINED] = dict(metrics["best_single"], router=mode, fallback="best_single")
+        else:
+            metrics[COMBINED] = dict(metrics[mode], router=mode)
+        return entry, None
+
+    t0 = time.perf_counter()
+    L = val_ctx.shape[-1]
+    steps = backtest_steps(H, L, cfg.router.backtest_steps)
+    val_bt = _predict_all(members, shift_context(val_ctx, steps), H)
+    router = fit_router(val_ctx, {n: val_fc[n] for n in ok}, val_bt, val_tgt, out_ch, periods,
+                        cfg.router, cfg.task.seed)
+    test_bt = _predict_all(members, shift_context(test_ctx, steps), H)
+    X_val = router.features(val_ctx, {n: val_fc[n] for n in ok}, val_bt)
+    X_test = router.features(test_ctx, {n: test_fc[n] for n in ok}, test_bt)
+    for m in ROUTER_MODES:
+        metrics[f"router_{m}"] = {
+            "val": _score(combine_per_window(val_fc, ok, router.raw_weights(m, X_val)), val_tgt, scaler, out_ch),
+            "test": _score(combine_per_window(test_fc, ok, router.raw_weights(m, X_test)), test_tgt, scaler,
+                           out_ch),
+            "passed_check": router.check_[m]["passed"],
+        }
+    if mode in ROUTER_MODES:
+        fb = router.fallback_[mode]
+        if fb is None:
+            metrics[COMBINED] = {k: metrics[f"router_{mode}"][k] for k in ("val", "test")} | {"router": mode}
+        else:
+            metrics[COMBINED] = dict(metrics[fb], router=mode, fallback=fb)
+            entry["weights"] = comb[fb]
+        entry["fallback"] = fb
+        if fb is None:
+            w = router.weights(mode, X_val[:, out_ch]).reshape(-1, len(ok)).mean(0)
+            entry["weights"] = {n: float(v) for n, v in zip(ok, w, strict=True)}
+            entry["per_window"] = True
+    else:
+        metrics[COMBINED] = dict(metrics[mode], router=mode)
+    entry["router"] = {
+        "file": router_file(H),
+        "members": ok,
+        "features": router.names,
+        "backtest_steps": steps,
+        "check": router.check_,
+        "fallback": router.fallback_,
+        "rules": router.rule_table(),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    return entry, router
+
+
 def fit_run(cfg: Config, data: str | None, run_dir: str | Path | None = None) -> FitResult:
     """Fit every member for every horizon and write a complete run directory.
 
@@ -112,6 +216,7 @@ def fit_run(cfg: Config, data: str | None, run_dir: str | Path | None = None) ->
     L = cfg.task.context_length
     if L < 2:
         raise HybridInputError(f"task.context_length must be at least 2; got {L}.")
+    check_router_mode(cfg.router.mode)
     np.random.seed(cfg.task.seed)
 
     series = load_series(data, cfg.data)
@@ -133,6 +238,7 @@ def fit_run(cfg: Config, data: str | None, run_dir: str | Path | None = None) ->
     metrics: dict[str, dict[str, dict[str, Any]]] = {}
     combiners: dict[str, dict[str, Any]] = {}
     agnostic_cache: dict[str, Any] = {}
+    routers: dict[int, Router | None] = {}
 
     progress = tqdm(total=len(horizons) * len(cfg.task.members), desc="fit", unit="member",
                     disable=not cfg.runtime.progress)
@@ -181,20 +287,9 @@ def fit_run(cfg: Config, data: str | None, run_dir: str | Path | None = None) ->
         ok = [n for n in cfg.task.members if n in val_fc]
         if not ok:
             raise RuntimeError(f"every member failed at horizon {H}; see the warnings above.")
-        val_mse = {n: metrics[str(H)][n]["val"]["mse"] for n in ok}
-        comb: dict[str, Any] = {}
-        for mode in STATIC_MODES:
-            w = static_weights(val_mse, mode)
-            metrics[str(H)][mode] = {
-                "val": _score(combine(val_fc, w), val_tgt, scaler, out_ch),
-                "test": _score(combine(test_fc, w), test_tgt, scaler, out_ch),
-            }
-            comb[mode] = w
-        mode = cfg.router.mode
-        if mode not in STATIC_MODES:
-            raise HybridInputError(f"router.mode must be one of {', '.join(STATIC_MODES)}; got {mode!r}.")
-        metrics[str(H)][COMBINED] = dict(metrics[str(H)][mode], router=mode)
-        combiners[str(H)] = {"mode": mode, "weights": comb[mode], "static": comb}
+        combiners[str(H)], routers[H] = _combine_horizon(
+            cfg, H, ok, {n: fitted[(n, H)] for n in ok}, periods.dominant, metrics[str(H)],
+            (val_ctx, val_fc, val_tgt), (test_ctx, test_fc, test_tgt), scaler, out_ch)
     progress.close()
 
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
@@ -234,6 +329,9 @@ def fit_run(cfg: Config, data: str | None, run_dir: str | Path | None = None) ->
             cls = type(member)
             stored.setdefault(name, {})[str(H)] = f"{kind}:{cls.__module__}.{cls.__qualname__}"
         manifest["stored_members"] = stored
+        for H, router in routers.items():
+            if router is not None:
+                joblib.dump(router, stage / router_file(H))
         # The last L rows (original units) let `hybrid forecast` run without the data file.
         np.savez(stage / "tail.npz", values=series.values[-L:],
                  timestamps=np.asarray(series.timestamps[-L:].strftime("%Y-%m-%dT%H:%M:%S"), dtype=str))
@@ -253,9 +351,17 @@ class ForecastResult:
     Attributes:
         frame: timestamp column plus one column per output channel (original units).
         members: member name -> forecast [C_out, H] in original units.
-        weights: member name -> weight in the combined forecast.
+        weights: member name -> weight in the combined forecast (mean over
+            the output channels; see ``channel_weights``).
         horizon: H.
         fitted_horizon: the fitted horizon that served it.
+        history: the context window (original units), output channels.
+        channel_weights: member name -> weight per output channel [C_out].
+        mode: what ``hybrid`` is (router.mode at fit time).
+        fallback: the static mode used instead of the router, or None.
+        details: JSON-ready explanation for the vote report: per output
+            channel the router's features and drivers, the run's metrics,
+            the router's check, its rule table and members' own texts.
     """
 
     frame: pd.DataFrame
@@ -264,6 +370,10 @@ class ForecastResult:
     horizon: int
     fitted_horizon: int
     history: pd.DataFrame
+    channel_weights: dict[str, np.ndarray] = field(default_factory=dict)
+    mode: str = ""
+    fallback: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 def load_fitted(run_dir: Path, manifest: dict[str, Any], horizon: int) -> dict[str, Any]:
@@ -322,17 +432,37 @@ def forecast_run(run_dir: Path, horizon: int | None = None, data: str | None = N
     members = load_fitted(run_dir, manifest, fitted_h)
     columns = manifest["columns"]
     out_idx = [columns.index(c) for c in manifest["output_columns"]]
-    member_fc: dict[str, np.ndarray] = {}
-    for name, member in members.items():
-        fc = member.predict(context)[:, :, :horizon]  # [1, C, h]
-        member_fc[name] = fc
-    weights = manifest["combiner"][str(fitted_h)]["weights"]
-    weights = {n: w for n, w in weights.items() if n in member_fc}
-    total = sum(weights.values())
-    if total <= 0:
-        raise RuntimeError("the stored combiner gives no weight to any loaded member; fit the run again.")
-    weights = {n: w / total for n, w in weights.items()}
-    combined = combine(member_fc, weights)  # [1, C, h]
+    member_fc = _predict_all(members, context, fitted_h)  # name -> [1, C, H]
+    entry = manifest["combiner"][str(fitted_h)]
+    mode, fallback = entry["mode"], entry.get("fallback")
+    router: Router | None = None
+    X = None
+    if "router" in entry:
+        path = run_dir / entry["router"]["file"]
+        if not path.is_file():
+            raise HybridInputError(f"{path} is missing; the run is damaged, fit it again.")
+        router = joblib.load(path)
+        missing = [n for n in router.members if n not in member_fc]
+        if missing:
+            raise RuntimeError(f"the router needs members {missing}, which were not loaded; fit the run again.")
+        fc = {n: member_fc[n] for n in router.members}
+        bt = _predict_all({n: members[n] for n in router.members}, router.backtest_context(context), fitted_h)
+        X = router.features(context, fc, bt)  # [1, C, F]
+    if router is not None and mode in ROUTER_MODES:
+        names = router.members
+        W = router.weights(mode, X)[0]  # [C, M]
+    else:
+        weights = {n: w for n, w in entry["weights"].items() if n in member_fc}
+        total = sum(weights.values())
+        if total <= 0:
+            raise RuntimeError("the stored combiner gives no weight to any loaded member; fit the run again.")
+        names = list(weights)
+        W = np.tile(np.array([weights[n] / total for n in names]), (context.shape[1], 1))  # [C, M]
+    combined = combine_per_window({n: member_fc[n][:, :, :horizon] for n in names}, names, W[None])  # [1, C, h]
+    member_fc = {n: fc[:, :, :horizon] for n, fc in member_fc.items()}
+    out_w = W[out_idx]  # [C_out, M]
+    channel_weights = {n: out_w[:, k] for k, n in enumerate(names)}
+    details = _explain(manifest, fitted_h, router, X, mode, out_idx, members, context)
 
     def to_original(fc: np.ndarray) -> np.ndarray:
         return scaler.inverse(fc[0].T.astype(np.float64))[:, out_idx].T  # [C_out, h]
@@ -344,8 +474,70 @@ def forecast_run(run_dir: Path, horizon: int | None = None, data: str | None = N
     return ForecastResult(
         frame=frame,
         members={n: to_original(fc) for n, fc in member_fc.items()},
-        weights=weights,
+        weights={n: float(w.mean()) for n, w in channel_weights.items()},
         horizon=horizon,
         fitted_horizon=fitted_h,
         history=history,
+        channel_weights=channel_weights,
+        mode=mode,
+        fallback=fallback,
+        details=details,
     )
+
+
+def _member_texts(members: dict[str, Any], context: np.ndarray) -> dict[str, dict[str, Any]]:
+    """Whatever members say about themselves: ``prompt_text(context)`` and ``explain(context)``."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, member in members.items():
+        for attr in ("prompt_text", "explain"):
+            if not hasattr(member, attr):
+                continue
+            try:
+                value = getattr(member, attr)(context)
+            except Exception as exc:  # a report must not stop a forecast
+                logger.warning("member %s: %s() failed: %s: %s", name, attr, type(exc).__name__, exc)
+                value = f"unavailable ({type(exc).__name__}: {exc})"
+            out.setdefault(name, {})[attr] = _plain(value)
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-ready copy of ``value`` (numpy arrays to lists, the rest to strings)."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return str(value)
+
+
+def _explain(manifest: dict[str, Any], H: int, router: Router | None, X: np.ndarray | None, mode: str,
+             out_idx: list[int], members: dict[str, Any], context: np.ndarray) -> dict[str, Any]:
+    """The router's view of this window, per output channel, for the vote report."""
+    entry = manifest["combiner"][str(H)]
+    out: dict[str, Any] = {
+        "metrics": manifest["metrics"][str(H)],
+        "periods": manifest["periods"]["dominant"],
+        "fallback_reason": entry.get("fallback_reason"),
+        "check": entry.get("router", {}).get("check"),
+        "rules": entry.get("router", {}).get("rules"),
+        "static_weights": entry["static"],
+        "channels": {},
+        "member_text": _member_texts(members, context),
+    }
+    top = manifest["config"].get("router", {}).get("top_features", 5)
+    if router is None or X is None:
+        return out
+    for col, j in zip(manifest["output_columns"], out_idx, strict=True):
+        x = X[0, j]
+        ch: dict[str, Any] = {"features": {n: float(v) for n, v in zip(router.names, x, strict=True)}}
+        for m in ROUTER_MODES:
+            ch[m] = router.explain(m, x, top=top)
+            ch[m]["weights"] = {n: float(w) for n, w in zip(router.members, router.raw_weights(m, x), strict=True)}
+        out["channels"][col] = ch
+    return out
