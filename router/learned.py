@@ -398,7 +398,8 @@ def fit_router(
        part. A mode passes if its MSE there is below ``(1 - cfg.min_gain)``
        times both equal weights' and the best single member's (chosen on
        the fitting part); otherwise it falls back to the better of the two
-       on the held-back part, and a warning says so.
+       over all validation windows (both are static, so the whole validation
+       part judges them more steadily than its tail), and a warning says so.
     3. Refit every mode on all validation windows (more data; the check
        already judged the procedure, and the fallback decision stands).
 
@@ -431,6 +432,10 @@ def fit_router(
         part = a[rows]
         return part.reshape(-1, *part.shape[2:])
 
+    all_rows = slice(0, N)
+    eq_all = float(combined_mse(np.full(len(members), 1.0 / len(members)), flat(G, all_rows),
+                                flat(b, all_rows), flat(c, all_rows)).mean())
+    better = "equal" if eq_all <= float(flat(err, all_rows).mean(0).min()) else "best_single"
     n_hold = int(round(cfg.holdout_fraction * N))
     n_fit = N - n_hold - H
     check: dict[str, dict[str, Any]] = {}
@@ -440,10 +445,6 @@ def fit_router(
                   f"need at least {2 * len(names) + H + 1}")
         for mode in ROUTER_MODES:
             check[mode] = {"passed": False, "reason": reason}
-        all_rows = slice(0, N)
-        eq = float(combined_mse(np.full(len(members), 1.0 / len(members)), flat(G, all_rows),
-                                flat(b, all_rows), flat(c, all_rows)).mean())
-        better = "equal" if eq <= float(flat(err, all_rows).mean(0).min()) else "best_single"
         for mode in ROUTER_MODES:
             check[mode]["fallback"] = better
             fallback[mode] = better
@@ -456,7 +457,6 @@ def fit_router(
         eq = float(combined_mse(np.full(len(members), 1.0 / len(members)), Gh, bh, ch).mean())
         best_idx = int(np.argmin(flat(err, fit_rows).mean(0)))
         best = float(member_errors(Gh, bh, ch)[:, best_idx].mean())
-        better = "equal" if eq <= best else "best_single"
         for mode in ROUTER_MODES:
             w = _mode_weights(models[mode], mode, Zh, Xh, len(members))
             score = float(combined_mse(w, Gh, bh, ch).mean())
