@@ -50,6 +50,7 @@ class TaskConfig:
     context_length: int = 512
     horizons: tuple[int, ...] = (96,)
     members: tuple[str, ...] = ("seasonal_naive", "linear")
+    period_experts: tuple[str, ...] = ()  # e.g. [seasonal_naive, ets]: adds name@p for each detected period p <= L/2
     seed: int = 0
     n_periods: int = 3  # top-k periods detected on the training part
 

@@ -27,7 +27,7 @@ from hybrid.config import Config, config_from_dict
 from hybrid.contract import TaskSpec
 from hybrid.data import Series, load_series, resolve_split_kind
 from hybrid.errors import HybridInputError
-from hybrid.members import make_member, parse_member
+from hybrid.members import REGISTRY, make_member, parse_member
 from hybrid.periods import detect_periods
 from hybrid.protocol import Scaler, make_split, mse_mae, windows
 from router.features import backtest_steps, shift_context
@@ -83,6 +83,22 @@ def _task_spec(cfg: Config, series: Series, horizon: int, periods: tuple[int, ..
         channel_names=series.columns,
         description=cfg.data.description,
     )
+
+
+def expand_period_experts(members: tuple[str, ...], experts: tuple[str, ...], periods: tuple[int, ...],
+                          context_length: int) -> tuple[str, ...]:
+    """Add ``name@p`` for every expert ``name`` and detected period p (note 9).
+
+    Periods longer than half the context (fewer than two cycles in a window)
+    get no expert; names already listed are not repeated.
+    """
+    out = list(members)
+    for base in experts:
+        for p in periods:
+            name = f"{base}@{p}"
+            if p <= context_length // 2 and name not in out:
+                out.append(name)
+    return tuple(out)
 
 
 def check_members(names: tuple[str, ...]) -> None:
@@ -210,6 +226,10 @@ def fit_run(cfg: Config, data: str | None, run_dir: str | Path | None = None) ->
     """
     t_start = time.perf_counter()
     check_members(cfg.task.members)
+    for base in cfg.task.period_experts:
+        if not REGISTRY.get(base, (None, False))[1]:
+            takes = ", ".join(n for n, (_, p) in REGISTRY.items() if p)
+            raise HybridInputError(f"task.period_experts: {base!r} takes no period; members that do: {takes}.")
     horizons = tuple(sorted(set(cfg.task.horizons)))
     if not horizons or min(horizons) < 1:
         raise HybridInputError(f"task.horizons must be positive integers; got {list(cfg.task.horizons)}.")
@@ -232,6 +252,7 @@ def fit_run(cfg: Config, data: str | None, run_dir: str | Path | None = None) ->
                 series.name, series.n_rows, len(series.columns), series.freq, split_kind,
                 list(periods.dominant))
     out_ch = series.output_channels
+    member_names = expand_period_experts(cfg.task.members, cfg.task.period_experts, periods.dominant, L)
 
     members_info: dict[str, dict[str, Any]] = {}
     fitted: dict[tuple[str, int], Any] = {}
@@ -240,7 +261,7 @@ def fit_run(cfg: Config, data: str | None, run_dir: str | Path | None = None) ->
     agnostic_cache: dict[str, Any] = {}
     routers: dict[int, Router | None] = {}
 
-    progress = tqdm(total=len(horizons) * len(cfg.task.members), desc="fit", unit="member",
+    progress = tqdm(total=len(horizons) * len(member_names), desc="fit", unit="member",
                     disable=not cfg.runtime.progress)
     for H in horizons:
         spec = _task_spec(cfg, series, H, periods.dominant)
@@ -249,7 +270,7 @@ def fit_run(cfg: Config, data: str | None, run_dir: str | Path | None = None) ->
         val_fc: dict[str, np.ndarray] = {}
         test_fc: dict[str, np.ndarray] = {}
         metrics[str(H)] = {}
-        for name in cfg.task.members:
+        for name in member_names:
             progress.set_postfix_str(f"H={H} {name}")
             info = members_info.setdefault(name, {"fit_seconds": {}, "predict_seconds": {}, "status": "ok"})
             try:
@@ -284,7 +305,7 @@ def fit_run(cfg: Config, data: str | None, run_dir: str | Path | None = None) ->
                 "test": _score(test_fc[name], test_tgt, scaler, out_ch),
             }
             progress.update()
-        ok = [n for n in cfg.task.members if n in val_fc]
+        ok = [n for n in member_names if n in val_fc]
         if not ok:
             raise RuntimeError(f"every member failed at horizon {H}; see the warnings above.")
         combiners[str(H)], routers[H] = _combine_horizon(

@@ -105,3 +105,18 @@ def test_default_dataset_builtin(capsys):
     manifest = json.loads(Path("runs/latest/manifest.json").read_text())
     assert manifest["dataset"] == "taylor" and manifest["n_rows"] == 4032
     assert manifest["periods"]["dominant"][0] == 48
+
+
+def test_period_experts_join_for_each_detected_period(csv_path, fit_args, capsys):
+    from hybrid.pipeline import expand_period_experts
+
+    assert expand_period_experts(("linear",), ("seasonal_naive", "ets"), (24, 168, 400), 512) == (
+        "linear", "seasonal_naive@24", "seasonal_naive@168", "ets@24", "ets@168")
+    assert main(["fit", "--data", str(csv_path), *fit_args, "--run-dir", "pe",
+                 "--set", "task.period_experts=[seasonal_naive]"]) == 0
+    manifest = json.loads(Path("pe/manifest.json").read_text())
+    assert "seasonal_naive@24" in manifest["metrics"]["24"]
+    assert manifest["members"]["seasonal_naive@24"]["details"]["period"] == 24
+    capsys.readouterr()
+    assert main(["fit", "--data", str(csv_path), *fit_args, "--set", "task.period_experts=[linear]"]) == 2
+    assert "takes no period" in capsys.readouterr().err
