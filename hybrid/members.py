@@ -53,14 +53,59 @@ def _mean(cfg: Config, period: int | None) -> Forecaster:
     return WindowMean()
 
 
+def _arima(cfg: Config, period: int | None) -> Forecaster:
+    from baselines.arima import Arima
+
+    a = cfg.arima
+    return Arima(
+        max_train_points=a.max_train_points,
+        max_p=a.max_p,
+        max_q=a.max_q,
+        max_d=a.max_d,
+        seasonal_differencing=a.seasonal_differencing,
+        period=a.period,
+        with_mean=a.with_mean,
+        information_criterion=a.information_criterion,
+        maxiter=a.maxiter,
+        val_windows=a.val_windows,
+        fallback_period=a.fallback_period,
+    )
+
+
+def _ets(cfg: Config, period: int | None) -> Forecaster:
+    from baselines.ets import Ets
+
+    e = cfg.ets
+    return Ets(
+        period=period or e.period,
+        max_train_points=e.max_train_points,
+        trends=e.trends,
+        selection_init=e.selection_init,
+        final_init=e.final_init,
+        maxiter=e.maxiter,
+        init_block=e.init_block,
+        init_cycles=e.init_cycles,
+        fallback_period=e.fallback_period,
+    )
+
+
+def _timellm(cfg: Config, period: int | None) -> Forecaster:
+    from llm_core.member import TimeLLM  # imports torch: only when the core is asked for
+
+    return TimeLLM(cfg.core, period=period)
+
+
 # name -> (factory, accepts a period)
 REGISTRY: dict[str, tuple[Callable[[Config, int | None], Forecaster], bool]] = {
     "seasonal_naive": (_seasonal_naive, True),
     "linear": (_linear, False),
+    "timellm": (_timellm, True),
     "nlinear": (_nlinear, False),
     "dlinear": (_dlinear, False),
     "drift": (_drift, False),
     "mean": (_mean, False),
+    "arima": (_arima, False),
+    "ets": (_ets, True),
 }
 
 
