@@ -280,6 +280,9 @@ def fit_run(cfg: Config, data: str | None, run_dir: str | Path | None = None) ->
                 else:
                     member = make_member(name, cfg)
                     fit_spec = replace(spec, horizon=max(horizons)) if getattr(member, "horizon_agnostic", False) else spec
+                    # the core fits its reference members itself unless they are already fitted for this H
+                    fit_spec = replace(fit_spec, extra={**fit_spec.extra, "config": cfg, "fitted_members": {
+                        n: m for (n, h), m in fitted.items() if h == H}})
                     member.fit(train, val, fit_spec)
                     if getattr(member, "horizon_agnostic", False):
                         agnostic_cache[name] = member

@@ -31,7 +31,12 @@ class CoreConfig:
     prompt: bool = True  # prefix the prompt (description, task, window statistics)
     top_k_lags: int = 5  # lags named in the prompt ("top 5 lags are: ...")
     max_description_tokens: int = 16  # the dataset description is cut to this many tokens
-    max_prompt_tokens: int = 64  # prompt tokens in all (description + task + statistics)
+    max_prompt_tokens: int = 96  # prompt tokens in all (description + task + statistics + classical text)
+    # --- fusion with the classical members (DESIGN.md, core items 4 and 5) ------------------------
+    reference_members: tuple[str, ...] = ("linear", "nlinear", "ets")  # classical members fed to the core
+    classical_text: bool = True  # one prompt sentence per reference member (level, direction, agreement)
+    references: bool = True  # reference tokens: each member's forecast, patched and embedded
+    reference_skip: bool = True  # add a learned mix of the references (start: their mean) to the head's output
     # --- training -------------------------------------------------------------------------------
     epochs: int = 10  # upper bound; early stopping usually ends sooner
     batch_size: int = 32  # training samples (one channel of one window each) per step

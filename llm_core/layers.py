@@ -41,6 +41,40 @@ class PatchEmbedding(nn.Module):
         return self.dropout(self.proj(patches))  # [B, P, d_model]
 
 
+class ReferenceEmbedding(nn.Module):
+    """Classical forecasts -> reference tokens in the backbone's width.
+
+    Each member's forecast [H] (already in the window's RevIN units) is
+    replication-padded, cut into patches with the core's patch length and
+    stride, projected by one learned linear map and tagged with a learned
+    identity embedding of its member.
+
+    Args:
+        n_members: R, the number of reference members.
+        horizon: H.
+        patch_len, stride: the core's patching.
+        width: the backbone's width D (or d_model without a backbone).
+        dropout: dropout on the tokens.
+    """
+
+    def __init__(self, n_members: int, horizon: int, patch_len: int, stride: int, width: int, dropout: float) -> None:
+        super().__init__()
+        self.patch_len, self.stride = patch_len, stride
+        self.pad = stride + max(0, patch_len - horizon - stride)  # at least one whole patch
+        self.n_tokens = (horizon + self.pad - patch_len) // stride + 1  # patches per member
+        self.proj = nn.Linear(patch_len, width)
+        self.identity = nn.Parameter(torch.randn(n_members, 1, width) * 0.02)  # [R, 1, D]
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, refs: torch.Tensor) -> torch.Tensor:
+        """refs [B, R, H] (RevIN units) -> tokens [B, R * Pr, D]."""
+        b, r, _ = refs.shape
+        x = torch.cat([refs, refs[:, :, -1:].expand(-1, -1, self.pad)], dim=2)  # [B, R, H + pad]
+        patches = x.unfold(2, self.patch_len, self.stride)  # [B, R, Pr, patch_len]
+        tokens = self.proj(patches) + self.identity.to(patches.dtype)  # [B, R, Pr, D]
+        return self.dropout(tokens.reshape(b, r * self.n_tokens, -1))
+
+
 class Reprogramming(nn.Module):
     """Multi-head cross-attention from patch embeddings to text prototypes.
 
@@ -73,10 +107,19 @@ class Reprogramming(nn.Module):
 
 
 class TimeLLMNet(nn.Module):
-    """RevIN -> patches -> reprogramming -> [prompt | patches] -> frozen backbone -> head.
+    """RevIN -> patches -> reprogramming -> [prompt | patches | references] -> frozen backbone -> head.
 
-    With ``backbone=None`` the patch embeddings go through one transformer
-    encoder layer straight to the head (no prototypes, no prompt).
+    With ``backbone=None`` the patch embeddings (and reference tokens) go
+    through one transformer encoder layer straight to the head (no
+    prototypes, no prompt).
+
+    With ``n_references`` R > 0 the forward pass takes the classical
+    members' forecasts [B, R, H]: they are normalised with the window's RevIN
+    statistics, embedded as reference tokens after the patch tokens, and the
+    head reads the patch and the reference positions. With
+    ``reference_skip`` the head's output is added to a learned weighted sum of
+    the normalised references (weights start equal, 1 / R), so the network
+    starts from the members' mean and learns a correction.
 
     Args:
         context_length, horizon: L and H.
@@ -85,6 +128,8 @@ class TimeLLMNet(nn.Module):
         backbone: the frozen transformer (``inputs_embeds`` interface) or None.
         d_llm: the backbone's hidden width (ignored without a backbone).
         vocab_ids: the reduced vocabulary [V] (ignored without a backbone).
+        n_references: R, classical members whose forecasts enter as tokens (0: none).
+        reference_skip: add the learned mix of the references to the head's output.
     """
 
     def __init__(
@@ -103,6 +148,8 @@ class TimeLLMNet(nn.Module):
         backbone: nn.Module | None,
         d_llm: int = 0,
         vocab_ids: torch.Tensor | None = None,
+        n_references: int = 0,
+        reference_skip: bool = False,
     ) -> None:
         super().__init__()
         self.n_patches = n_patches(context_length, patch_len, stride)
@@ -120,10 +167,39 @@ class TimeLLMNet(nn.Module):
                 d_model, n_heads, dim_feedforward=4 * d_model, dropout=dropout, batch_first=True
             )
             width = d_model
+        self.n_references = n_references
+        self.n_positions = self.n_patches  # positions the head reads
+        self.references = None
+        self.reference_mix = None
+        if n_references > 0:
+            self.references = ReferenceEmbedding(n_references, horizon, patch_len, stride, width, dropout)
+            self.n_positions += n_references * self.references.n_tokens
+            if reference_skip:
+                self.reference_mix = nn.Parameter(torch.full((n_references,), 1.0 / n_references))  # [R]
         self.d_ff = min(d_ff, width)
         self.head = nn.Sequential(
-            nn.Flatten(start_dim=1), nn.Linear(self.d_ff * self.n_patches, horizon), nn.Dropout(dropout)
+            nn.Flatten(start_dim=1), nn.Linear(self.d_ff * self.n_positions, horizon), nn.Dropout(dropout)
         )
+
+    @torch.no_grad()
+    def init_reference_mix(self, x: torch.Tensor, refs: torch.Tensor, y: torch.Tensor, ridge: float = 1e-3) -> None:
+        """Start from the best linear mix of the references on training samples; zero the head.
+
+        The mix weights are the ridge least-squares fit, in each window's RevIN
+        units, of the targets y [B, H] on the references refs [B, R, H] of
+        windows x [B, L]; the head's last layer is zeroed, so the untrained
+        network forecasts exactly that mix and training learns a correction.
+        """
+        if self.reference_mix is None:
+            return
+        mean = x.mean(dim=1, keepdim=True)
+        std = torch.sqrt(x.var(dim=1, keepdim=True, unbiased=False) + REVIN_EPS)
+        a = ((refs.double() - mean[:, :, None]) / std[:, :, None]).transpose(1, 2).reshape(-1, refs.shape[1])  # [B*H, R]
+        b = ((y.double() - mean) / std).reshape(-1)  # [B*H]
+        gram = a.T @ a + ridge * len(a) * torch.eye(a.shape[1], dtype=a.dtype)
+        self.reference_mix.copy_(torch.linalg.solve(gram, a.T @ b).to(self.reference_mix.dtype))
+        self.head[1].weight.zero_()
+        self.head[1].bias.zero_()
 
     def train(self, mode: bool = True) -> TimeLLMNet:
         super().train(mode)
@@ -149,30 +225,45 @@ class TimeLLMNet(nn.Module):
         prompt_ids: torch.Tensor | None = None,
         prompt_mask: torch.Tensor | None = None,
         kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+        refs: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x [B, L] (scaled values) -> forecast [B, H].
 
         Args:
             prompt_ids, prompt_mask: cached prompt tokens [B, Pp] (None: no prompt).
             kv: precomputed :meth:`prototype_kv` (None: computed here).
+            refs: the reference members' forecasts [B, R, H] in scaled values;
+                required when the network was built with ``n_references`` > 0.
         """
         mean = x.mean(dim=1, keepdim=True)  # RevIN, no affine
         std = torch.sqrt(x.var(dim=1, keepdim=True, unbiased=False) + REVIN_EPS)
         z = (x - mean) / std  # [B, L]
         tokens = self.patch(z)  # [B, P, d_model]
+        ref_z = None
+        if self.references is not None:
+            if refs is None or refs.shape[1] != self.n_references:
+                got = None if refs is None else tuple(refs.shape)
+                raise ValueError(f"the network expects refs [B, {self.n_references}, H]; got {got}.")
+            ref_z = (refs.float() - mean[:, :, None]) / std[:, :, None]  # [B, R, H], the window's RevIN units
         if self.backbone is None:
-            hidden = self.encoder(tokens)  # [B, P, d_model]
+            if ref_z is not None:
+                tokens = torch.cat([tokens, self.references(ref_z).to(tokens.dtype)], dim=1)  # [B, P + R*Pr, d]
+            hidden = self.encoder(tokens)  # [B, P (+ R*Pr), d_model]
         else:
             tokens = self.reprogram(tokens, kv if kv is not None else self.prototype_kv())  # [B, P, D]
+            if ref_z is not None:
+                tokens = torch.cat([tokens, self.references(ref_z).to(tokens.dtype)], dim=1)  # [B, P + R*Pr, D]
             mask = torch.ones(tokens.shape[:2], dtype=torch.long, device=x.device)
             if prompt_ids is not None:
                 prefix = self.backbone.get_input_embeddings()(prompt_ids).to(tokens.dtype)  # [B, Pp, D]
-                tokens = torch.cat([prefix, tokens], dim=1)  # [B, Pp + P, D]
+                tokens = torch.cat([prefix, tokens], dim=1)  # [B, Pp + P + R*Pr, D]
                 mask = torch.cat([prompt_mask.long(), mask], dim=1)
             hidden = self.backbone(inputs_embeds=tokens, attention_mask=mask).last_hidden_state
-            hidden = hidden[:, -self.n_patches :]  # [B, P, D]
-        feats = hidden[:, :, : self.d_ff].transpose(1, 2)  # [B, d_ff, P]
+            hidden = hidden[:, -self.n_positions :]  # [B, P + R*Pr, D]
+        feats = hidden[:, :, : self.d_ff].transpose(1, 2)  # [B, d_ff, P + R*Pr]
         y = self.head(feats).float()  # [B, H]
+        if self.reference_mix is not None:
+            y = y + torch.einsum("brh,r->bh", ref_z, self.reference_mix.float())
         return y * std + mean  # RevIN de-normalisation
 
 

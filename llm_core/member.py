@@ -1,6 +1,15 @@
 """The ``timellm`` pipeline member: fit, predict, save, load.
 
 Channel independence: every channel of every window is one sample [L] -> [H].
+
+Fusion (DESIGN.md, core items 4 and 5): the classical members named in
+``core.reference_members`` are fitted on the training part (or taken already
+fitted from ``spec.extra["fitted_members"]``), and every training, validation
+and test window gets their forecasts of that window, computed from the
+window's own context with one batched ``predict`` per member and cached for
+every epoch. They enter the core as prompt text (``core.classical_text``) and
+as reference tokens (``core.references``). The fitted reference members are
+saved with the core.
 Training uses AdamW on the trainable parts only, a one-cycle or cosine
 schedule, gradient clipping and early stopping on the validation windows
 (the best state is kept and reloaded). The test part is never seen here.
@@ -18,6 +27,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Self
 
+import joblib
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
@@ -29,7 +39,7 @@ from hybrid.protocol import windows
 from llm_core.backbone import load_backbone, word_token_ids
 from llm_core.config import CoreConfig
 from llm_core.layers import TimeLLMNet, count_parameters
-from llm_core.prompt import PromptCache, PromptEncoder
+from llm_core.prompt import PromptCache, PromptEncoder, ReferenceCache
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +48,9 @@ CPU_MAX_VAL = 1024  # auto: validation samples on CPU
 CPU_VAL_STRIDE = 8  # auto: step between validation windows on CPU
 PROMPT_MARGIN = 4  # extra prompt tokens over the longest measured prompt
 WEIGHTS_FILE, STATE_FILE = "timellm.safetensors", "timellm.json"
+MIX_INIT_SAMPLES = 4096  # training samples for the starting mix of the references
+REFERENCES_FILE = "references.joblib"  # the fitted reference members, saved with the core
+EXPLAIN_PROTOTYPES, EXPLAIN_WORDS = 3, 3  # explain(): most-attended prototypes, nearest words each
 
 
 def clamp_patch(period: int, context_length: int) -> int:
@@ -55,7 +68,9 @@ class TimeLLM:
 
     Fitted attributes: ``patch_len_``, ``stride_``, ``prompt_len_``,
     ``n_trainable_`` / ``n_frozen_`` (parameter counts), ``history_`` (loss
-    per epoch), ``best_epoch_``, ``fit_seconds_``.
+    per epoch), ``best_epoch_``, ``fit_seconds_``, ``references_`` (name ->
+    fitted reference member), ``use_references_`` / ``use_classical_text_``,
+    ``reference_seconds_`` (fit and forecast seconds of the references).
     """
 
     name = "timellm"
@@ -130,6 +145,8 @@ class TimeLLM:
             backbone=backbone,
             d_llm=d_llm,
             vocab_ids=vocab,
+            n_references=len(self.references_) if self.use_references_ else 0,
+            reference_skip=bool(cfg.reference_skip) and self.use_references_,
         ).to(self.device_)
         self.n_trainable_, self.n_frozen_ = count_parameters(self.net_)
         self.encoder_ = None
@@ -142,7 +159,66 @@ class TimeLLM:
                 cfg.top_k_lags,
                 cfg.max_description_tokens,
                 self.prompt_len_,
+                tuple(self.references_) if self.use_classical_text_ else (),
             )
+
+    # ------------------------------------------------------------------ references
+    def _fit_references(self, train: np.ndarray, val: np.ndarray | None, spec: TaskSpec) -> None:
+        """Fit (or take from ``spec.extra["fitted_members"]``) the members of ``core.reference_members``.
+
+        The members are built with ``spec.extra["config"]`` (the run's full
+        config) when given, else with the default config around this core's
+        section. A member that fails is dropped with a warning and recorded in
+        ``reference_failed_``.
+        """
+        from hybrid.config import Config
+        from hybrid.members import make_member, parse_member
+
+        cfg = self.config
+        names = tuple(cfg.reference_members) if (cfg.references or cfg.classical_text) else ()
+        if len(set(names)) != len(names):
+            raise HybridInputError(f"core.reference_members lists a member twice: {list(names)}.")
+        for name in names:
+            if parse_member(name)[0] == "timellm":
+                raise HybridInputError(
+                    f"core.reference_members must name classical members; got {name!r}. "
+                    "Use e.g. linear, nlinear, ets, arima."
+                )
+        given: dict[str, Any] = dict(spec.extra.get("fitted_members") or {})
+        full = spec.extra.get("config") or Config(core=cfg)
+        plain = dataclasses.replace(spec, extra={})
+        self.references_: dict[str, Any] = {}
+        self.reference_failed_: dict[str, str] = {}
+        self.reference_seconds_: dict[str, float] = {}
+        for name in names:
+            t0 = time.perf_counter()
+            member = given.get(name)
+            try:
+                if member is None:
+                    member = make_member(name, full).fit(train, val, plain)
+                else:
+                    log.info("timellm: reference member %s was already fitted by the pipeline; reusing it.", name)
+            except HybridInputError:
+                raise
+            except Exception as exc:  # a failing reference never stops the core, but it is said
+                log.warning("timellm: reference member %s failed (%s: %s); the core goes on without it.",
+                            name, type(exc).__name__, exc)  # fmt: skip
+                self.reference_failed_[name] = f"{type(exc).__name__}: {exc}"
+                continue
+            self.references_[name] = member
+            self.reference_seconds_[f"fit_{name}"] = round(time.perf_counter() - t0, 3)
+        self.use_references_ = bool(cfg.references) and bool(self.references_)
+        self.use_classical_text_ = bool(cfg.classical_text) and self.use_prompt_ and bool(self.references_)
+        if not self.use_references_ and not self.use_classical_text_:
+            self.references_ = {}  # nothing reads them: do not keep or save them
+
+    def _reference_forecasts(self, context: np.ndarray) -> np.ndarray | None:
+        """The reference members' forecasts of ``context`` [N, C, L] -> [N, C, R, H] float32 (None: no references)."""
+        if not self.references_:
+            return None
+        return np.stack([m.predict(context)[:, :, : self.horizon_] for m in self.references_.values()], axis=2).astype(
+            np.float32, copy=False
+        )
 
     # ------------------------------------------------------------------ fit
     def fit(self, train: np.ndarray, val: np.ndarray | None, spec: TaskSpec) -> Self:
@@ -167,6 +243,7 @@ class TimeLLM:
         self.prompt_len_ = 0
         self.llm_layers_ = 0
         train = np.asarray(train, dtype=np.float32)
+        self._fit_references(train, val, spec)
         ctx, tgt = windows(train, L, H)  # [N, C, L], [N, C, H] views
         n_win, n_ch = ctx.shape[:2]
         on_gpu = self.device_.type == "cuda"
@@ -191,18 +268,31 @@ class TimeLLM:
         else:
             log.warning("timellm: no validation windows; training all %d epochs without early stopping.", cfg.epochs)
 
+        # references of each window from its own context, computed once for every epoch
+        t0 = time.perf_counter()
+        members = list(self.references_.values())
+        train_refs = ReferenceCache(members, ctx, H) if members else None
+        val_refs = ReferenceCache(members, val_ctx, H) if members and val_ctx is not None else None
+        if val_refs is not None:
+            val_refs.fill_windows(vpool // n_ch)
         if self.use_prompt_:
             # prompt length: the longest prompt over a sample of training windows, plus a margin
             self.prompt_len_ = cfg.max_prompt_tokens  # temporary, for the encoder's construction
         self._build()
         if self.use_prompt_:
             probe = rng.choice(pool, size=min(512, len(pool)), replace=False)
-            longest = self.encoder_.measure(ctx[probe // n_ch, probe % n_ch])
+            probe_refs = train_refs.get(probe) if self.use_classical_text_ else None
+            longest = self.encoder_.measure(ctx[probe // n_ch, probe % n_ch], probe_refs)
+            if longest + PROMPT_MARGIN > cfg.max_prompt_tokens:
+                log.warning("timellm: prompts of up to %d tokens are cut to core.max_prompt_tokens=%d.",
+                            longest, cfg.max_prompt_tokens)  # fmt: skip
             self.prompt_len_ = self.encoder_.prompt_len = min(cfg.max_prompt_tokens, longest + PROMPT_MARGIN)
-            train_cache = PromptCache(self.encoder_, ctx)
-            val_cache = PromptCache(self.encoder_, val_ctx) if val_ctx is not None else None
+            text_refs = self.use_classical_text_
+            train_cache = PromptCache(self.encoder_, ctx, train_refs if text_refs else None)
+            val_cache = PromptCache(self.encoder_, val_ctx, val_refs if text_refs else None) if val_ctx is not None else None
             if val_cache is not None:
                 val_cache.fill(vpool)
+        self.reference_seconds_["forecast_setup"] = round(time.perf_counter() - t0, 3)
         log.info(
             "timellm: backbone %s (%d layers), patch %d/%d, prompt %d tokens, %s trainable / %s frozen "
             "parameters, %d of %d training samples per epoch, device %s",
@@ -211,6 +301,15 @@ class TimeLLM:
         )  # fmt: skip
 
         net = self.net_
+        if net.reference_mix is not None:  # start from the best linear mix of the references (stacking)
+            sample = rng.choice(pool, size=min(MIX_INIT_SAMPLES, len(pool)), replace=False)
+            w, c = sample // n_ch, sample % n_ch
+            net.init_reference_mix(
+                torch.from_numpy(ctx[w, c]), torch.from_numpy(train_refs.get(sample)), torch.from_numpy(tgt[w, c])
+            )
+            log.info(
+                "timellm: reference mix starts at %s", dict(zip(self.references_, net.reference_mix.tolist(), strict=True))
+            )
         params = [p for p in net.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         steps = math.ceil(per_epoch / cfg.batch_size)
@@ -228,12 +327,28 @@ class TimeLLM:
         best, best_state, bad = math.inf, None, 0
         self.history_: list[dict[str, float]] = []
         self.best_epoch_ = 0
+        if net.reference_mix is not None and val_ctx is not None:
+            # epoch 0 is a candidate checkpoint: the starting mix of the references, chosen on validation like any epoch
+            w, c = vpool // n_ch, vpool % n_ch
+            pred = self._forward_samples(
+                val_ctx[w, c], *(val_cache.get(vpool) if self.use_prompt_ else (None, None)), val_refs.get(vpool)
+            )
+            best = float(np.mean((pred - val_tgt[w, c]) ** 2))
+            best_state = {k: v.detach().clone() for k, v in net.trainable_state().items()}
+            self.history_.append({"epoch": 0, "val_loss": best, "seconds": 0.0})
+            log.info("timellm epoch 0 (reference mix, untrained head): val_loss %.4f", best)
         for epoch in range(1, cfg.epochs + 1):
             t0 = time.perf_counter()
             net.train()
             order = rng.permutation(pool)[:per_epoch]
+            t_ref = time.perf_counter()
+            if train_refs is not None:
+                train_refs.fill_windows(order // n_ch)  # one predict per member per epoch, for new windows only
             if self.use_prompt_:
                 train_cache.fill(order)  # one tokenizer call per epoch, for new windows only
+            self.reference_seconds_["forecast_train"] = self.reference_seconds_.get("forecast_train", 0.0) + round(
+                time.perf_counter() - t_ref, 3
+            )
             total, count = 0.0, 0
             bar = tqdm(
                 range(0, per_epoch, cfg.batch_size),
@@ -246,12 +361,14 @@ class TimeLLM:
                 w, c = idx // n_ch, idx % n_ch
                 x = torch.from_numpy(ctx[w, c]).to(self.device_)
                 y = torch.from_numpy(tgt[w, c]).to(self.device_)
-                ids = mask = None
+                ids = mask = refs = None
                 if self.use_prompt_:
                     ids_np, mask_np = train_cache.get(idx)
                     ids, mask = torch.from_numpy(ids_np).to(self.device_), torch.from_numpy(mask_np).to(self.device_)
+                if self.use_references_:
+                    refs = torch.from_numpy(train_refs.get(idx)).to(self.device_)  # [B, R, H]
                 with self._autocast():
-                    out = net(x, ids, mask)
+                    out = net(x, ids, mask, refs=refs)
                 loss = torch.nn.functional.mse_loss(out.float(), y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -266,7 +383,11 @@ class TimeLLM:
             record = {"epoch": epoch, "train_loss": total / max(count, 1)}
             if val_ctx is not None:
                 w, c = vpool // n_ch, vpool % n_ch
-                pred = self._forward_samples(val_ctx[w, c], *(val_cache.get(vpool) if self.use_prompt_ else (None, None)))
+                pred = self._forward_samples(
+                    val_ctx[w, c],
+                    *(val_cache.get(vpool) if self.use_prompt_ else (None, None)),
+                    val_refs.get(vpool) if self.use_references_ else None,
+                )
                 record["val_loss"] = float(np.mean((pred - val_tgt[w, c]) ** 2))
             record["seconds"] = time.perf_counter() - t0
             self.history_.append(record)
@@ -291,8 +412,10 @@ class TimeLLM:
 
     # ------------------------------------------------------------------ predict
     @torch.no_grad()
-    def _forward_samples(self, x: np.ndarray, ids: np.ndarray | None, mask: np.ndarray | None) -> np.ndarray:
-        """Samples x [M, L] (+ prompt ids [M, Pp]) -> forecasts [M, H] float32, in eval mode."""
+    def _forward_samples(
+        self, x: np.ndarray, ids: np.ndarray | None, mask: np.ndarray | None, refs: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Samples x [M, L] (+ prompt ids [M, Pp], references [M, R, H]) -> forecasts [M, H] float32, in eval mode."""
         net = self.net_
         was_training = net.training
         net.eval()
@@ -302,11 +425,13 @@ class TimeLLM:
             kv = net.prototype_kv()  # computed once for every batch
             for i in range(0, x.shape[0], bs):
                 xb = torch.from_numpy(np.ascontiguousarray(x[i : i + bs])).to(self.device_)
-                ib = mb = None
+                ib = mb = rb = None
                 if ids is not None:
                     ib = torch.from_numpy(ids[i : i + bs]).to(self.device_)
                     mb = torch.from_numpy(mask[i : i + bs]).to(self.device_)
-                out[i : i + bs] = net(xb, ib, mb, kv=kv).float().cpu().numpy()
+                if refs is not None:
+                    rb = torch.from_numpy(np.ascontiguousarray(refs[i : i + bs])).to(self.device_)
+                out[i : i + bs] = net(xb, ib, mb, kv=kv, refs=rb).float().cpu().numpy()
         net.train(was_training)
         return out
 
@@ -318,15 +443,67 @@ class TimeLLM:
         self._threads()
         n, c, L = context.shape
         x = context.reshape(n * c, L)
+        refs = self._reference_forecasts(context)  # [N, C, R, H] or None
+        if refs is not None:
+            refs = refs.reshape(n * c, *refs.shape[2:])  # [N*C, R, H]
         ids = mask = None
         if self.use_prompt_:
-            ids, mask = self.encoder_.encode(x)
-        return self._forward_samples(x, ids, mask).reshape(n, c, self.horizon_)
+            ids, mask = self.encoder_.encode(x, refs if self.use_classical_text_ else None)
+        return self._forward_samples(x, ids, mask, refs if self.use_references_ else None).reshape(n, c, self.horizon_)
+
+    # ------------------------------------------------------------------ explanation
+    def prompt_text(self, context: np.ndarray) -> list[str]:
+        """The prompt the core reads for each channel of ``context`` [1, C, L] (before the cut to prompt_len_)."""
+        context = check_context(context, self.context_length_)
+        n, c, L = context.shape
+        if not self.use_prompt_:
+            return ["(no prompt: core.prompt is false or core.backbone is none)"] * (n * c)
+        refs = self._reference_forecasts(context) if self.use_classical_text_ else None
+        if refs is not None:
+            refs = refs.reshape(n * c, *refs.shape[2:])
+        return self.encoder_.full_texts(context.reshape(n * c, L), refs)
+
+    @torch.no_grad()
+    def explain(self, context: np.ndarray) -> list[str]:
+        """Per channel of ``context`` [1, C, L]: the most-attended text prototypes and their nearest words.
+
+        Attention is the reprogramming cross-attention, averaged over heads and
+        patches; a prototype's words are the vocabulary words whose frozen
+        embeddings have the highest cosine similarity with it.
+        """
+        context = check_context(context, self.context_length_)
+        net = self.net_
+        if net.backbone is None or self.tokenizer_ is None:
+            return ["(no text prototypes: core.backbone is none)"] * (context.shape[0] * context.shape[1])
+        x = torch.from_numpy(np.ascontiguousarray(context.reshape(-1, self.context_length_))).to(self.device_)
+        z = (x - x.mean(1, keepdim=True)) / torch.sqrt(x.var(1, keepdim=True, unbiased=False) + 1e-5)
+        words = net.backbone.get_input_embeddings().weight[net.vocab_ids].float()  # [V, D]
+        protos = net.prototypes.float()(words.t()).t()  # [K, D]
+        rp = net.reprogram.float()
+        q = rp.query(net.patch.float()(z))  # [M, P, h*dk]
+        m, p, _ = q.shape
+        q = q.view(m, p, rp.n_heads, rp.d_keys).transpose(1, 2)  # [M, h, P, dk]
+        k = rp.key(protos).view(-1, rp.n_heads, rp.d_keys).transpose(0, 1)  # [h, K, dk]
+        att = torch.softmax(q @ k.transpose(1, 2).unsqueeze(0) / rp.d_keys**0.5, dim=-1)  # [M, h, P, K]
+        weight = att.mean(dim=(1, 2))  # [M, K]
+        sim = torch.nn.functional.normalize(protos, dim=1) @ torch.nn.functional.normalize(words, dim=1).t()  # [K, V]
+        nearest = sim.topk(min(EXPLAIN_WORDS, sim.shape[1]), dim=1).indices  # [K, w]
+        vocab = net.vocab_ids.cpu().tolist()
+        out = []
+        for row in range(m):
+            top = weight[row].topk(min(EXPLAIN_PROTOTYPES, weight.shape[1]))
+            parts = []
+            for share, kid in zip(top.values.tolist(), top.indices.tolist(), strict=True):
+                toks = self.tokenizer_.convert_ids_to_tokens([vocab[j] for j in nearest[kid].tolist()])
+                parts.append(f"prototype {kid} ({share:.1%}): " + ", ".join(t.lstrip("#Ġ▁") for t in toks))
+            out.append("; ".join(parts))
+        return out
 
     # ------------------------------------------------------------------ persistence
     _FITTED = (
         "context_length_", "horizon_", "seed_", "description_", "patch_len_", "stride_", "use_prompt_",
         "prompt_len_", "llm_layers_", "n_trainable_", "n_frozen_", "history_", "best_epoch_", "fit_seconds_",
+        "use_references_", "use_classical_text_", "reference_failed_", "reference_seconds_",
     )  # fmt: skip
 
     def save(self, directory: Path) -> None:
@@ -344,6 +521,9 @@ class TimeLLM:
             "config": dataclasses.asdict(self.config),
             "fitted": {k: getattr(self, k) for k in self._FITTED},
         }
+        meta["reference_members"] = list(self.references_)
+        if self.references_:
+            joblib.dump(self.references_, directory / REFERENCES_FILE)
         (directory / STATE_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
     @classmethod
@@ -351,10 +531,18 @@ class TimeLLM:
         """Rebuild a fitted member saved by :meth:`save` (the backbone comes from its package)."""
         directory = Path(directory)
         meta = json.loads((directory / STATE_FILE).read_text(encoding="utf-8"))
-        self = cls(CoreConfig(**meta["config"]), period=meta["period"])
+        config = dict(meta["config"])
+        config["reference_members"] = tuple(config.get("reference_members", ()))
+        self = cls(CoreConfig(**config), period=meta["period"])
         self.name = meta["name"]
+        self.use_references_ = self.use_classical_text_ = False  # runs saved before the fusion
+        self.reference_failed_, self.reference_seconds_ = {}, {}
         for k, v in meta["fitted"].items():
             setattr(self, k, v)
+        self.references_ = {}
+        if meta.get("reference_members"):
+            refs = joblib.load(directory / REFERENCES_FILE)
+            self.references_ = {n: refs[n] for n in meta["reference_members"]}
         self.device_ = self._device()
         self._threads()
         self._build()

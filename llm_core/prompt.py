@@ -94,6 +94,65 @@ def prompt_texts(x: np.ndarray, context_length: int, horizon: int, top_k: int) -
     return np.char.add(text, ".").tolist()
 
 
+LEVEL_EDGES = (-1.5, -0.5, 0.5, 1.5)  # RevIN units: far below | below | near | above | far above
+LEVEL_WORDS = np.array(["far below", "below", "near", "above", "far above"])
+FLAT_CHANGE = 0.25  # RevIN units over the horizon below which a forecast is "flat"
+END_FRACTION = 0.1  # the level "at the horizon end" is the mean of this last fraction of the horizon
+
+
+def classical_summary(x: np.ndarray, refs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Level bin and direction of each member's forecast, in the window's RevIN units.
+
+    Args:
+        x: windows [M, L].
+        refs: the members' forecasts [M, R, H] (same units as x).
+
+    Returns:
+        ``level`` [M, R] int in 0..4 (index into :data:`LEVEL_WORDS`: the mean
+        of the last 10 % of the horizon against the window's mean, in window
+        standard deviations) and ``direction`` [M, R] int (+1 rising, 0 flat,
+        -1 falling: the least-squares change over the horizon, flat below
+        0.25 window standard deviations).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    refs = np.asarray(refs, dtype=np.float64)
+    mean = x.mean(axis=1)[:, None, None]
+    std = np.sqrt(x.var(axis=1) + 1e-5)[:, None, None]
+    z = (refs - mean) / std  # [M, R, H]
+    h = z.shape[-1]
+    tail = max(1, int(round(END_FRACTION * h)))
+    level = np.searchsorted(np.asarray(LEVEL_EDGES), z[..., -tail:].mean(axis=-1))  # [M, R]
+    t = np.arange(h, dtype=np.float64) - (h - 1) / 2
+    change = (z - z.mean(axis=-1, keepdims=True)) @ t / max(float(t @ t), 1e-12) * max(h - 1, 1)
+    direction = np.where(change > FLAT_CHANGE, 1, np.where(change < -FLAT_CHANGE, -1, 0))
+    return level, direction
+
+
+def classical_texts(x: np.ndarray, refs: np.ndarray, names: tuple[str, ...]) -> list[str]:
+    """One short sentence per classical member, plus whether they agree, for each row.
+
+    Example: ``" Classical forecasts: arima ends above, rising; ets ends near,
+    flat; they disagree."`` Members agree when they share a direction and
+    their level bins differ by at most one.
+
+    Args:
+        x: windows [M, L]; refs: forecasts [M, R, H]; names: the R member names.
+    """
+    level, direction = classical_summary(x, refs)
+    dir_words = np.array(["falling", "flat", "rising"])
+    text = np.full(len(x), " Classical forecasts:", dtype=object).astype(str)
+    for r, name in enumerate(names):  # loop over the R members, not over windows
+        sep = " " if r == 0 else "; "
+        part = np.char.add(np.char.add(f"{sep}{name} ends ", LEVEL_WORDS[level[:, r]]), ", ")
+        text = np.char.add(text, np.char.add(part, dir_words[direction[:, r] + 1]))
+    if len(names) > 1:
+        agree = (direction == direction[:, :1]).all(axis=1) & (level.max(axis=1) - level.min(axis=1) <= 1)
+        text = np.char.add(text, np.where(agree, "; they agree.", "; they disagree."))
+    else:
+        text = np.char.add(text, ".")
+    return text.tolist()
+
+
 class PromptEncoder:
     """Turns windows into fixed-length prompt token ids.
 
@@ -107,6 +166,9 @@ class PromptEncoder:
         context_length: L; horizon: H; top_k: lags named in the prompt.
         max_description_tokens: cut for the description.
         prompt_len: total prompt length (padding / truncation target).
+        reference_names: names of the classical members summarised in the
+            prompt (empty: no classical text); their forecasts are passed to
+            :meth:`encode` as ``refs``.
     """
 
     def __init__(
@@ -118,8 +180,10 @@ class PromptEncoder:
         top_k: int,
         max_description_tokens: int,
         prompt_len: int,
+        reference_names: tuple[str, ...] = (),
     ) -> None:
         self.tokenizer = tokenizer
+        self.reference_names = tuple(reference_names)
         self.context_length, self.horizon, self.top_k = context_length, horizon, top_k
         text = f"Dataset description: {description.strip()} " if description.strip() else ""
         ids = tokenizer(text, add_special_tokens=False)["input_ids"] if text else []  # type: ignore[operator]
@@ -128,18 +192,32 @@ class PromptEncoder:
         pad = getattr(tokenizer, "pad_token_id", None)
         self.pad_id = int(pad) if pad is not None else 0
 
-    def dynamic_ids(self, x: np.ndarray) -> list[list[int]]:
-        """Token ids of the task-and-statistics text of each row of x [M, L]."""
+    def texts(self, x: np.ndarray, refs: np.ndarray | None = None) -> list[str]:
+        """The per-window text of each row of x [M, L] (refs [M, R, H]: the classical forecasts)."""
         texts = prompt_texts(x, self.context_length, self.horizon, self.top_k)
-        return self.tokenizer(texts, add_special_tokens=False)["input_ids"]  # type: ignore[operator]
+        if self.reference_names:
+            if refs is None:
+                raise ValueError("this prompt summarises classical forecasts; pass refs [M, R, H].")
+            extra = classical_texts(x, refs, self.reference_names)
+            texts = [a + b for a, b in zip(texts, extra, strict=True)]
+        return texts
 
-    def measure(self, x: np.ndarray) -> int:
-        """Longest prompt (description + statistics) over the rows of x [M, L]."""
-        dyn = self.dynamic_ids(x)
+    def full_texts(self, x: np.ndarray, refs: np.ndarray | None = None) -> list[str]:
+        """The whole prompt of each row as text (description + per-window text), before the cut to prompt_len."""
+        desc = self.tokenizer.decode(self.description_ids) if self.description_ids else ""  # type: ignore[attr-defined]
+        return [f"{desc} {t}".strip() for t in self.texts(x, refs)]
+
+    def dynamic_ids(self, x: np.ndarray, refs: np.ndarray | None = None) -> list[list[int]]:
+        """Token ids of the per-window text (task, statistics, classical forecasts) of each row of x [M, L]."""
+        return self.tokenizer(self.texts(x, refs), add_special_tokens=False)["input_ids"]  # type: ignore[operator]
+
+    def measure(self, x: np.ndarray, refs: np.ndarray | None = None) -> int:
+        """Longest prompt (description + per-window text) over the rows of x [M, L]."""
+        dyn = self.dynamic_ids(x, refs)
         return len(self.description_ids) + max((len(d) for d in dyn), default=0)
 
-    def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Windows x [M, L] -> ids [M, prompt_len] int64 and mask [M, prompt_len] int64."""
+    def encode(self, x: np.ndarray, refs: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Windows x [M, L] (+ refs [M, R, H]) -> ids [M, prompt_len] int64 and mask [M, prompt_len] int64."""
         m, p = x.shape[0], self.prompt_len
         ids = np.full((m, p), self.pad_id, dtype=np.int64)
         mask = np.zeros((m, p), dtype=np.int64)
@@ -147,11 +225,45 @@ class PromptEncoder:
         nd = len(desc)
         ids[:, :nd] = desc
         mask[:, :nd] = 1
-        for i, dyn in enumerate(self.dynamic_ids(x)):  # copies lists into the array, once per window
+        for i, dyn in enumerate(self.dynamic_ids(x, refs)):  # copies lists into the array, once per window
             dyn = dyn[: p - nd]
             ids[i, nd : nd + len(dyn)] = dyn
             mask[i, nd : nd + len(dyn)] = 1
         return ids, mask
+
+
+class ReferenceCache:
+    """The classical members' forecasts of a fixed set of windows, computed once and kept.
+
+    Each window's references come from its own context only: the fitted
+    members' batched ``predict`` of that window.
+
+    Args:
+        members: the fitted reference members, in order (R of them).
+        windows: all windows of the set [N, C, L] (a view; nothing is copied).
+        horizon: H (a member fitted for a longer horizon is truncated).
+    """
+
+    def __init__(self, members: list[object], windows: np.ndarray, horizon: int) -> None:
+        self.members, self.windows, self.horizon = list(members), windows, horizon
+        n, c = windows.shape[:2]
+        self.values = np.zeros((n, c, len(self.members), horizon), dtype=np.float32)  # untouched pages cost nothing
+        self.done = np.zeros(n, dtype=bool)
+
+    def fill_windows(self, w: np.ndarray) -> None:
+        """Forecast (one batched call per member) every window of ``w`` not yet cached."""
+        todo = np.unique(w[~self.done[w]])
+        if todo.size:
+            ctx = np.ascontiguousarray(self.windows[todo])
+            for r, member in enumerate(self.members):
+                self.values[todo, :, r] = member.predict(ctx)[:, :, : self.horizon]  # type: ignore[attr-defined]
+            self.done[todo] = True
+
+    def get(self, index: np.ndarray) -> np.ndarray:
+        """References [len(index), R, H] of the samples ``index`` (sample s: channel s % C of window s // C)."""
+        c = self.windows.shape[1]
+        self.fill_windows(index // c)
+        return self.values[index // c, index % c]
 
 
 class PromptCache:
@@ -161,11 +273,14 @@ class PromptCache:
         encoder: the :class:`PromptEncoder`.
         windows: all windows of the set [N, C, L] (a view; nothing is copied).
             Sample ``s`` is channel ``s % C`` of window ``s // C``.
+        references: the set's :class:`ReferenceCache`, needed when the
+            encoder summarises classical forecasts.
     """
 
-    def __init__(self, encoder: PromptEncoder, windows: np.ndarray) -> None:
+    def __init__(self, encoder: PromptEncoder, windows: np.ndarray, references: ReferenceCache | None = None) -> None:
         self.encoder = encoder
         self.windows = windows
+        self.references = references
         m = windows.shape[0] * windows.shape[1]
         self.ids = np.zeros((m, encoder.prompt_len), dtype=np.int64)
         self.mask = np.zeros((m, encoder.prompt_len), dtype=np.int64)
@@ -176,7 +291,8 @@ class PromptCache:
         todo = np.unique(index[~self.done[index]])
         if todo.size:
             c = self.windows.shape[1]
-            ids, mask = self.encoder.encode(self.windows[todo // c, todo % c])
+            refs = self.references.get(todo) if self.references is not None else None
+            ids, mask = self.encoder.encode(self.windows[todo // c, todo % c], refs)
             self.ids[todo], self.mask[todo], self.done[todo] = ids, mask, True
 
     def get(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -87,7 +87,7 @@ def _cfg(backbone: str, **kw: object) -> CoreConfig:
         backbone=backbone, llm_layers=1, patch_len=8, stride=4, d_model=8, n_heads=2, d_keys=4,
         num_prototypes=10, vocab_size=20, d_ff=16, dropout=0.0, epochs=2, batch_size=16,
         max_train_windows=64, max_val_windows=24, progress=False, cpu_bf16=False, lr=0.01,
-        max_description_tokens=8, max_prompt_tokens=48,
+        max_description_tokens=8, max_prompt_tokens=48, references=False, classical_text=False,
     )  # fmt: skip
     base.update(kw)
     return CoreConfig(**base)  # type: ignore[arg-type]
