@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class SeasonalNaiveConfig:
-    period: int | None = None  # None: the dominant period found on the training part
+    period: int | None = None  # season length; null: the dominant period found on the training part
 
 
 @dataclass(frozen=True)

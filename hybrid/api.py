@@ -46,7 +46,10 @@ class HybridForecaster:
     def resolve_config(self, data: str | None) -> Config:
         if self.config is not None:
             return self.config
-        overrides = {"task": dict(self.task)} if self.task else None
+        task = dict(self.task)
+        if "members" in task:  # members given: the whole list (period experts named as name@p)
+            task.setdefault("period_experts", ())
+        overrides = {"task": task} if task else None
         return load_config(dataset_name(data), self.config_file, overrides, self.sets)
 
     def fit(self, data: str | None = None, run_dir: str | Path | None = None) -> Self:

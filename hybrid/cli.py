@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--data", help="CSV path (.csv / .csv.gz) or built-in name: taylor (default), msft")
     fit.add_argument("--horizon", type=_positive_int, nargs="+", help="forecast horizon(s), e.g. 96 192")
     fit.add_argument("--context-length", type=_positive_int, help="input length L (default 512)")
-    fit.add_argument("--members", help="comma-separated members, e.g. seasonal_naive,linear,ets@24")
+    fit.add_argument("--members", help="the whole member list, comma-separated, e.g. seasonal_naive,linear,ets@24,timellm "
+                     "(replaces task.members and task.period_experts)")
     fit.add_argument("--features", choices=("M", "S", "MS"), help="M all channels, S target only, MS all in / target out")
     fit.add_argument("--target", help="target column (default OT when present, else the last column)")
     fit.add_argument("--config", help="extra YAML config layer")
@@ -89,6 +90,7 @@ def _fit_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         task["context_length"] = args.context_length
     if args.members:
         task["members"] = [m.strip() for m in args.members.split(",") if m.strip()]
+        task["period_experts"] = []  # --members is the whole list; name period experts as name@p
     if args.seed is not None:
         task["seed"] = args.seed
     if args.features:

@@ -35,23 +35,23 @@ class DataConfig:
     target: str = "auto"  # auto: OT when present, else the last column
     features: str = "M"  # M: all in, all out; S: target only; MS: all in, target out
     missing: str = "error"  # NaN, inf, sentinels: error | interpolate | ffill | drop
-    sentinels: tuple[float, ...] = (-9999.0, -99999.0)
+    sentinels: tuple[float, ...] = (-9999.0, -99999.0)  # values that mean "missing"
     duplicates: str = "error"  # duplicate timestamps: error | first | mean
     gaps: str = "error"  # irregular spacing: error | interpolate | allow
     freq: str = "auto"  # pandas alias, or auto (inferred from the timestamps)
     split: str = "auto"  # auto (ett for ETT* files, else ratio) | ett | ratio
-    split_ratios: tuple[float, ...] = (0.7, 0.1, 0.2)
+    split_ratios: tuple[float, ...] = (0.7, 0.1, 0.2)  # train / val / test fractions for split ratio
 
 
 @dataclass(frozen=True)
 class TaskConfig:
     """The forecasting task."""
 
-    context_length: int = 512
-    horizons: tuple[int, ...] = (96,)
-    members: tuple[str, ...] = ("seasonal_naive", "linear")
+    context_length: int = 512  # input length L
+    horizons: tuple[int, ...] = (96,)  # every horizon H fitted (forecast serves any H up to the longest)
+    members: tuple[str, ...] = ("seasonal_naive", "linear")  # ensemble members (configs/default.yaml sets the real default)
     period_experts: tuple[str, ...] = ()  # e.g. [seasonal_naive, ets]: adds name@p for each detected period p <= L/2
-    seed: int = 0
+    seed: int = 0  # one seed for numpy, torch and scikit-learn
     n_periods: int = 3  # top-k periods detected on the training part
 
 
@@ -261,3 +261,40 @@ def load_config(
 def config_from_dict(d: dict[str, dict[str, Any]]) -> Config:
     """Rebuild a config saved in a manifest."""
     return build_config([("manifest", d)])
+
+
+def reference_rows() -> list[tuple[str, str, str]]:
+    """(key, default, meaning) for every config key, read from the section
+    dataclasses and their inline comments (the single source of the docs)."""
+    import inspect
+    import re
+
+    rows = []
+    for section, cls in _section_types().items():
+        comments: dict[str, str] = {}
+        for line in inspect.getsource(cls).splitlines():
+            m = re.match(r"\s+(\w+):[^=]+=[^#]*#\s*(.*)$", line)
+            if m:
+                comments[m.group(1)] = m.group(2).strip()
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            shown = list(default) if isinstance(default, tuple) else default
+            rows.append((f"{section}.{f.name}", json_like(shown), comments.get(f.name, "")))
+    return rows
+
+
+def json_like(value: Any) -> str:
+    import json
+
+    return json.dumps(value) if not isinstance(value, str) else (value or '""')
+
+
+def reference_markdown() -> str:
+    """The README's config reference table."""
+    lines = ["| key | default | meaning |", "|---|---|---|"]
+    lines += [f"| `{k}` | `{d}` | {m.replace('|', '/')} |" for k, d, m in reference_rows()]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(reference_markdown())

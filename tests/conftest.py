@@ -33,7 +33,8 @@ def csv_path(tmp_path: Path) -> Path:
 @pytest.fixture
 def fit_args(tmp_path: Path) -> list[str]:
     """Fast settings for end-to-end CLI runs on the synthetic series."""
-    return ["--context-length", "96", "--horizon", "24", "--set", "runtime.progress=false"]
+    return ["--context-length", "96", "--horizon", "24", "--set", "runtime.progress=false",
+            "--members", "seasonal_naive,linear"]
 
 
 @pytest.fixture(autouse=True)

@@ -50,7 +50,8 @@ def test_forecast_with_newer_data_and_reload_is_exact(capsys, tmp_path, fit_args
     frame = make_frame(n=900)
     frame.iloc[:800].to_csv(tmp_path / "old.csv", index=False)
     frame.to_csv(tmp_path / "new.csv", index=False)
-    model = HybridForecaster(context_length=96, horizons=(24,), sets=["runtime.progress=false"])
+    model = HybridForecaster(context_length=96, horizons=(24,), members=("seasonal_naive", "linear"),
+                             sets=["runtime.progress=false"])
     model.fit(str(tmp_path / "old.csv"), run_dir=tmp_path / "run")
     first = model.forecast(24).frame
     again = HybridForecaster.load(tmp_path / "run").forecast(24).frame
@@ -101,7 +102,7 @@ def test_set_overrides_reach_the_members(csv_path, fit_args):
 
 
 def test_default_dataset_builtin(capsys):
-    assert main(["fit", "--horizon", "48", "--set", "runtime.progress=false"]) == 0
+    assert main(["fit", "--horizon", "48", "--members", "seasonal_naive,linear", "--set", "runtime.progress=false"]) == 0
     manifest = json.loads(Path("runs/latest/manifest.json").read_text())
     assert manifest["dataset"] == "taylor" and manifest["n_rows"] == 4032
     assert manifest["periods"]["dominant"][0] == 48

@@ -13,7 +13,8 @@ from hybrid.cli import main
 from hybrid.pipeline import _member_texts
 from hybrid.report import member_period
 
-FAST = ["--context-length", "48", "--horizon", "12", "--set", "runtime.progress=false"]
+FAST = ["--context-length", "48", "--horizon", "12", "--set", "runtime.progress=false",
+        "--members", "seasonal_naive,linear"]
 
 
 @pytest.fixture

@@ -1,0 +1,43 @@
+import re
+from pathlib import Path
+
+import pytest
+
+from hybrid.config import Config, load_config, parse_set, reference_markdown, reference_rows
+from hybrid.errors import HybridInputError
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_config_reference_is_current():
+    text = README.read_text()
+    table = re.search(r"<!-- config-reference:begin.*?-->\n(.*?)\n<!-- config-reference:end -->", text, re.S)
+    assert table, "README lost its config reference markers"
+    assert table.group(1) == reference_markdown(), "run `python -m hybrid.config` and paste the table into README"
+
+
+def test_every_key_is_documented():
+    undocumented = [key for key, _, meaning in reference_rows() if not meaning]
+    assert undocumented == []
+
+
+def test_layers_and_overrides():
+    cfg = load_config("ETTh1", overrides={"task": {"horizons": [96, 192]}}, sets=["core.llm_layers=4"])
+    assert isinstance(cfg, Config)
+    assert cfg.data.split == "ett" and "Transformer" in cfg.data.description
+    assert cfg.task.horizons == (96, 192) and cfg.core.llm_layers == 4
+    assert load_config("exchange_rate").data.split == "ratio"
+    assert parse_set(["a.b=[1, 2]"]) == {"a": {"b": [1, 2]}}
+
+
+@pytest.mark.parametrize("bad", ["nodot=1", "core.llm_layers", "=3"])
+def test_set_syntax_errors(bad):
+    with pytest.raises(HybridInputError, match="section.key=value"):
+        load_config(sets=[bad])
+
+
+def test_types_are_checked():
+    with pytest.raises(HybridInputError, match="core.prompt must be true or false"):
+        load_config(sets=["core.prompt=maybe"])
+    assert load_config(sets=["core.patch_len=auto"]).core.patch_len == "auto"
+    assert load_config(sets=["core.patch_len=24"]).core.patch_len == 24
