@@ -46,9 +46,8 @@ from typing import Any, Self
 
 import numpy as np
 
-from baselines.naive import SeasonalNaive
-from hybrid.contract import TaskSpec, check_context
-from hybrid.parallel import parallel_map
+from baselines.per_channel import PerChannelMember
+from hybrid.contract import TaskSpec
 from hybrid.protocol import windows
 
 logger = logging.getLogger(__name__)
@@ -318,7 +317,7 @@ class _Fallback(Exception):
 # ----------------------------------------------------------------------------- member
 
 
-class Arima:
+class Arima(PerChannelMember):
     """Per-channel ARIMA, fitted once, forecasting windows with an exact Kalman filter.
 
     Args:
@@ -391,36 +390,10 @@ class Arima:
             horizon=spec.horizon,
             period=int(period),
         )
-        n_channels = train.shape[1]
-        tasks = [(j, train[:, j], None if val is None else np.asarray(val)[:, j]) for j in range(n_channels)]
-        results = parallel_map(
-            partial(_fit_channel, s=settings),
-            tasks,
-            n_jobs=spec.n_jobs,
-            backend=spec.backend,
-            desc=f"{self.name}: fit {n_channels} channels",
-        )
-        self.models_: list[ArimaChannel | None] = [r.pop("model", None) for r in results]
-        self.channel_status_: list[dict[str, Any]] = results
-        for r in results:
-            if r["status"] != "ok":
-                logger.warning("%s: channel %d falls back to seasonal naive: %s", self.name, r["channel"], r["reason"])
-        self.fallback_ = SeasonalNaive(period=self.fallback_period).fit(train, val, spec)
-        self.context_length_ = spec.context_length
-        self.horizon_ = spec.horizon
+        tasks = [(j, train[:, j], None if val is None else np.asarray(val)[:, j]) for j in range(train.shape[1])]
+        self._fit_channels(partial(_fit_channel, s=settings), tasks, train, val, spec, self.fallback_period)
         self.fit_seconds_ = time.perf_counter() - start
         return self
 
-    def predict(self, context: np.ndarray) -> np.ndarray:
-        """context [N, C, L] (scaled) -> forecast [N, C, H] float32."""
-        context = check_context(context, self.context_length_)
-        n_windows, n_channels, _ = context.shape
-        if n_channels != len(self.models_):
-            raise ValueError(f"`context` has {n_channels} channels; the member was fitted on {len(self.models_)}.")
-        out = np.empty((n_windows, n_channels, self.horizon_), dtype=np.float32)
-        for j, model in enumerate(self.models_):
-            if model is None:
-                out[:, j] = self.fallback_.predict(context[:, j : j + 1])[:, 0]
-            else:
-                out[:, j] = forecast_windows(model, context[:, j], self.horizon_)
-        return out
+    def _forecast_channel(self, model: ArimaChannel, context: np.ndarray) -> np.ndarray:
+        return forecast_windows(model, context, self.horizon_)

@@ -50,9 +50,8 @@ from typing import Any, Self
 
 import numpy as np
 
-from baselines.naive import SeasonalNaive
-from hybrid.contract import TaskSpec, check_context
-from hybrid.parallel import parallel_map
+from baselines.per_channel import PerChannelMember
+from hybrid.contract import TaskSpec
 
 logger = logging.getLogger(__name__)
 
@@ -251,7 +250,7 @@ def _fit_channel(task: tuple[int, np.ndarray], s: _Settings) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- member
 
 
-class Ets:
+class Ets(PerChannelMember):
     """Per-channel ETS, fitted once, smoothing any batch of windows.
 
     Args:
@@ -324,37 +323,10 @@ class Ets:
             init_block=self.init_block,
             init_cycles=self.init_cycles,
         )
-        n_channels = train.shape[1]
-        results = parallel_map(
-            partial(_fit_channel, s=settings),
-            [(j, train[:, j]) for j in range(n_channels)],
-            n_jobs=spec.n_jobs,
-            backend=spec.backend,
-            desc=f"{self.name}: fit {n_channels} channels",
-        )
-        self.models_: list[EtsChannel | None] = [r.pop("model", None) for r in results]
-        self.channel_status_: list[dict[str, Any]] = results
-        for r in results:
-            if self.period_note_:
-                r["reason"] = "; ".join(filter(None, [self.period_note_, r["reason"]]))
-            if r["status"] != "ok":
-                logger.warning("%s: channel %d falls back to seasonal naive: %s", self.name, r["channel"], r["reason"])
-        self.fallback_ = SeasonalNaive(period=self.fallback_period or self.period).fit(train, val, spec)
-        self.context_length_ = spec.context_length
-        self.horizon_ = spec.horizon
+        self._fit_channels(partial(_fit_channel, s=settings), [(j, train[:, j]) for j in range(train.shape[1])],
+                           train, val, spec, self.fallback_period or self.period, note=self.period_note_)
         self.fit_seconds_ = time.perf_counter() - start
         return self
 
-    def predict(self, context: np.ndarray) -> np.ndarray:
-        """context [N, C, L] (scaled) -> forecast [N, C, H] float32."""
-        context = check_context(context, self.context_length_)
-        n_windows, n_channels, _ = context.shape
-        if n_channels != len(self.models_):
-            raise ValueError(f"`context` has {n_channels} channels; the member was fitted on {len(self.models_)}.")
-        out = np.empty((n_windows, n_channels, self.horizon_), dtype=np.float32)
-        for j, model in enumerate(self.models_):
-            if model is None:
-                out[:, j] = self.fallback_.predict(context[:, j : j + 1])[:, 0]
-            else:
-                out[:, j] = forecast_windows(model, context[:, j], self.horizon_)
-        return out
+    def _forecast_channel(self, model: EtsChannel, context: np.ndarray) -> np.ndarray:
+        return forecast_windows(model, context, self.horizon_)

@@ -142,7 +142,7 @@ def table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default="/work/shared/data/ETTh1.csv")
+    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "ETTh1.csv"))
     ap.add_argument("--variants", default="core,text,refs,both,none_both")
     ap.add_argument("--classical", default="linear,nlinear,ets,arima", help="members scored alone")
     ap.add_argument("--seeds", default="0")

@@ -1,0 +1,68 @@
+"""Plumbing shared by members fitted one channel at a time (ARIMA, ETS).
+
+Channels are fitted in parallel through :func:`hybrid.parallel.parallel_map`;
+a channel that cannot be fitted falls back to seasonal naive, visibly (a
+warning and its ``channel_status_`` entry), and never stops the run.
+Subclasses provide ``_forecast_channel(model, context [N, L]) -> [N, H]``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from baselines.naive import SeasonalNaive
+from hybrid.contract import TaskSpec, check_context
+from hybrid.parallel import parallel_map
+
+logger = logging.getLogger(__name__)
+
+
+class PerChannelMember:
+    """Base of members that hold one fitted model (or None) per channel."""
+
+    name = "per_channel"
+
+    def _fit_channels(
+        self,
+        fit_one: Callable[..., dict[str, Any]],
+        tasks: list[tuple],
+        train: np.ndarray,
+        val: np.ndarray | None,
+        spec: TaskSpec,
+        fallback_period: int | None,
+        note: str = "",
+    ) -> None:
+        """Fit every channel; each result is a status dict with an optional "model"."""
+        results = parallel_map(fit_one, tasks, n_jobs=spec.n_jobs, backend=spec.backend,
+                               desc=f"{self.name}: fit {len(tasks)} channels")
+        self.models_: list[Any | None] = [r.pop("model", None) for r in results]
+        self.channel_status_: list[dict[str, Any]] = results
+        for r in results:
+            if note:
+                r["reason"] = "; ".join(filter(None, [note, r["reason"]]))
+            if r["status"] != "ok":
+                logger.warning("%s: channel %d falls back to seasonal naive: %s", self.name, r["channel"], r["reason"])
+        self.fallback_ = SeasonalNaive(period=fallback_period).fit(train, val, spec)
+        self.context_length_ = spec.context_length
+        self.horizon_ = spec.horizon
+
+    def _forecast_channel(self, model: Any, context: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict(self, context: np.ndarray) -> np.ndarray:
+        """context [N, C, L] (scaled) -> forecast [N, C, H] float32."""
+        context = check_context(context, self.context_length_)
+        n_windows, n_channels, _ = context.shape
+        if n_channels != len(self.models_):
+            raise ValueError(f"`context` has {n_channels} channels; the member was fitted on {len(self.models_)}.")
+        out = np.empty((n_windows, n_channels, self.horizon_), dtype=np.float32)
+        for j, model in enumerate(self.models_):
+            if model is None:
+                out[:, j] = self.fallback_.predict(context[:, j : j + 1])[:, 0]
+            else:
+                out[:, j] = self._forecast_channel(model, context[:, j])
+        return out
