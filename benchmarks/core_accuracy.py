@@ -38,7 +38,8 @@ DESCRIPTION = (
     "The Electricity Transformer Temperature (ETT) is a crucial indicator in the electric power long-term deployment."
 )
 VARIANTS = {
-    "default": {},
+    "default": {},  # the shipped default: fused with the classical references
+    "core_alone": {"references": False, "classical_text": False},
     "none": {"backbone": "none"},
     "noprompt": {"prompt": False},
 }
@@ -92,7 +93,7 @@ def table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default="/work/shared/data/ETTh1.csv")
+    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "ETTh1.csv"))
     ap.add_argument("--variants", default="default,none,noprompt")
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--horizons", default="96")

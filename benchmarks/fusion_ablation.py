@@ -49,6 +49,7 @@ VARIANTS = {
     "text": {"references": False, "classical_text": True},
     "refs": {"references": True, "classical_text": False},
     "both": {"references": True, "classical_text": True},
+    "both_lr2e-4": {"references": True, "classical_text": True, "lr": 0.0002},
     "refs_noskip": {"references": True, "classical_text": False, "reference_skip": False},
     "none_both": {"backbone": "none", "references": True, "classical_text": True},
     "none_core": {"backbone": "none", "references": False, "classical_text": False},

@@ -153,7 +153,7 @@ def plot(records: list[dict], out_dir: Path) -> None:
     for dataset in sorted({r["dataset"] for r in records}):
         rows = [r for r in records if r["dataset"] == dataset]
         horizons = sorted({r["horizon"] for r in rows})
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        fig, ax = plt.subplots(figsize=(10, 4.8))
         for model in dict.fromkeys(r["model"] for r in rows):
             ys = [np.mean([r["mse"] for r in rows if r["model"] == model and r["horizon"] == h] or [np.nan])
                   for h in horizons]
@@ -163,7 +163,7 @@ def plot(records: list[dict], out_dir: Path) -> None:
             if all(h in by_h for h in horizons):
                 ax.plot(horizons, [by_h[h] for h in horizons], ls="--", lw=1, label=f"{name} (published)")
         ax.set(xlabel="horizon", ylabel="test MSE (scaled)", title=f"{dataset}, input 512", xticks=horizons)
-        ax.legend(fontsize=7, ncol=2)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         fig.tight_layout()
         fig.savefig(out_dir / f"{dataset}.png", dpi=110)
         plt.close(fig)
