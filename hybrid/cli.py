@@ -102,8 +102,13 @@ def _fit_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
+    """A plain-text table: first column left-aligned, the others right-aligned."""
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+
+    def line(row: list[str]) -> str:
+        cells = [str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
+        return "  ".join(cells)
+
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 

@@ -12,7 +12,7 @@ import logging
 import platform
 import time
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -316,12 +316,12 @@ def fit_run(cfg: Config, data: str | None, run_dir: str | Path | None = None) ->
             (val_ctx, val_fc, val_tgt), (test_ctx, test_fc, test_tgt), scaler, out_ch)
     progress.close()
 
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     final = Path(run_dir) if run_dir else artifacts.DEFAULT_RUNS / f"{series.name}-{stamp}"
     manifest: dict[str, Any] = {
         "complete": True,
         "format": 1,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "dataset": series.name,
         "source": series.source,
         "fingerprint": series.fingerprint(),

@@ -14,8 +14,8 @@ from tests.conftest import make_frame
 
 
 def run_fit(capsys, data: Path | str, *extra: str) -> tuple[int, str]:
-    rc = main(["fit", "--data", str(data), "--context-length", "96", "--horizon", "24", "--members", "seasonal_naive,linear",
-               "--set", "runtime.progress=false", *extra])
+    rc = main(["fit", "--data", str(data), "--context-length", "96", "--horizon", "24",
+               "--members", "seasonal_naive,linear", "--set", "runtime.progress=false", *extra])
     err = capsys.readouterr().err.strip().splitlines()
     errors = [line for line in err if line.startswith("error:")]
     return rc, errors[0] if errors else ""
@@ -85,8 +85,8 @@ def test_duplicate_timestamps(capsys, tmp_path):
 def test_unsorted_timestamps_are_sorted_with_a_warning(capsys, tmp_path):
     frame = make_frame()
     frame = frame.iloc[np.r_[1, 0, 2 : len(frame)]]
-    rc = main(["fit", "--data", str(write(tmp_path, frame)), "--context-length", "96", "--horizon", "24", "--members", "seasonal_naive,linear",
-               "--set", "runtime.progress=false"])
+    rc = main(["fit", "--data", str(write(tmp_path, frame)), "--context-length", "96", "--horizon", "24",
+               "--members", "seasonal_naive,linear", "--set", "runtime.progress=false"])
     assert rc == 0
     assert "sorted" in capsys.readouterr().err
 
@@ -107,8 +107,8 @@ def test_too_short_for_context_and_horizon(capsys, tmp_path):
 def test_constant_channel_warns_and_scores_finite(capsys, tmp_path):
     frame = make_frame()
     frame["flat"] = 5.0
-    rc = main(["fit", "--data", str(write(tmp_path, frame)), "--context-length", "96", "--horizon", "24", "--members", "seasonal_naive,linear",
-               "--set", "runtime.progress=false", "--run-dir", "run"])
+    rc = main(["fit", "--data", str(write(tmp_path, frame)), "--context-length", "96", "--horizon", "24",
+               "--members", "seasonal_naive,linear", "--set", "runtime.progress=false", "--run-dir", "run"])
     assert rc == 0
     assert "constant" in capsys.readouterr().err
     import json
