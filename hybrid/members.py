@@ -8,6 +8,7 @@ when the core is asked for.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 from hybrid.config import Config
@@ -56,37 +57,13 @@ def _mean(cfg: Config, period: int | None) -> Forecaster:
 def _arima(cfg: Config, period: int | None) -> Forecaster:
     from baselines.arima import Arima
 
-    a = cfg.arima
-    return Arima(
-        max_train_points=a.max_train_points,
-        max_p=a.max_p,
-        max_q=a.max_q,
-        max_d=a.max_d,
-        seasonal_differencing=a.seasonal_differencing,
-        period=a.period,
-        with_mean=a.with_mean,
-        information_criterion=a.information_criterion,
-        maxiter=a.maxiter,
-        val_windows=a.val_windows,
-        fallback_period=a.fallback_period,
-    )
+    return Arima(**dataclasses.asdict(cfg.arima))  # the constructor takes the config's fields
 
 
 def _ets(cfg: Config, period: int | None) -> Forecaster:
     from baselines.ets import Ets
 
-    e = cfg.ets
-    return Ets(
-        period=period or e.period,
-        max_train_points=e.max_train_points,
-        trends=e.trends,
-        selection_init=e.selection_init,
-        final_init=e.final_init,
-        maxiter=e.maxiter,
-        init_block=e.init_block,
-        init_cycles=e.init_cycles,
-        fallback_period=e.fallback_period,
-    )
+    return Ets(**{**dataclasses.asdict(cfg.ets), "period": period or cfg.ets.period})
 
 
 def _timellm(cfg: Config, period: int | None) -> Forecaster:
