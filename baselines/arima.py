@@ -46,7 +46,7 @@ from typing import Any, Self
 
 import numpy as np
 
-from baselines.per_channel import PerChannelMember
+from baselines.per_channel import ChannelFallback, PerChannelMember, guarded_fit
 from hybrid.contract import TaskSpec
 from hybrid.protocol import windows
 
@@ -261,16 +261,10 @@ def _val_mse(model: ArimaChannel, val: np.ndarray, s: _Settings) -> float:
 def _fit_channel(task: tuple[int, np.ndarray, np.ndarray | None], s: _Settings) -> dict[str, Any]:
     """Fit one channel; never raises: failures come back as a 'fallback' status."""
     j, y, val = task
-    start = time.perf_counter()
-    status: dict[str, Any] = {"channel": j, "status": "ok", "reason": "", "order": None}
-    try:
-        y = np.asarray(y, dtype=np.float64)[-s.max_train_points :]
-        if not np.isfinite(y).all():
-            raise _Fallback("non-finite values in the training part")
-        if y.std() < 1e-8 * max(1.0, float(np.abs(y).mean())):
-            raise _Fallback("constant channel")
+
+    def fit(y: np.ndarray, status: dict[str, Any]) -> None:
         if len(y) < 50:
-            raise _Fallback(f"too short ({len(y)} training points, need 50)")
+            raise ChannelFallback(f"too short ({len(y)} training points, need 50)")
         seasonal_ok = s.period >= 2 and 2 * s.period <= s.context_length and len(y) >= 4 * s.period + 50
         choices = {"never": [0], "always": [1], "auto": [0, 1]}[s.seasonal_differencing]
         if not seasonal_ok:
@@ -282,7 +276,7 @@ def _fit_channel(task: tuple[int, np.ndarray, np.ndarray | None], s: _Settings) 
             except Exception as exc:  # noqa: BLE001 - one failed candidate is not fatal
                 errors[seasonal_diff] = f"{type(exc).__name__}: {exc}"
         if not models:
-            raise _Fallback("every candidate failed (" + "; ".join(errors.values()) + ")")
+            raise ChannelFallback("every candidate failed (" + "; ".join(errors.values()) + ")")
         if len(models) > 1:
             val_ok = val is not None and len(val) >= s.context_length + s.horizon
             if val_ok:
@@ -302,16 +296,8 @@ def _fit_channel(task: tuple[int, np.ndarray, np.ndarray | None], s: _Settings) 
             status["reason"] = "; ".join(f"D={D} failed: {e}" for D, e in errors.items())
         status["order"] = model.order
         status["model"] = model
-    except _Fallback as exc:
-        status.update(status="fallback", reason=str(exc), model=None)
-    except Exception as exc:  # noqa: BLE001 - a channel must never stop the run
-        status.update(status="fallback", reason=f"{type(exc).__name__}: {exc}", model=None)
-    status["fit_seconds"] = round(time.perf_counter() - start, 3)
-    return status
 
-
-class _Fallback(Exception):
-    """A channel the model cannot fit; it gets seasonal naive instead."""
+    return guarded_fit(j, y, s.max_train_points, fit, {"order": None})
 
 
 # ----------------------------------------------------------------------------- member

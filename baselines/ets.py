@@ -50,7 +50,7 @@ from typing import Any, Self
 
 import numpy as np
 
-from baselines.per_channel import PerChannelMember
+from baselines.per_channel import ChannelFallback, PerChannelMember, guarded_fit
 from hybrid.contract import TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -167,10 +167,6 @@ class _Settings:
     init_cycles: int
 
 
-class _Fallback(Exception):
-    """A channel the model cannot fit; it gets seasonal naive instead."""
-
-
 def _fit_one(y: np.ndarray, trend: str, period: int, init: str, maxiter: int) -> Any:
     from statsmodels.tsa.exponential_smoothing.ets import ETSModel
 
@@ -205,17 +201,11 @@ def _channel_model(result: Any, trend: str, period: int, s: _Settings) -> EtsCha
 def _fit_channel(task: tuple[int, np.ndarray], s: _Settings) -> dict[str, Any]:
     """Select and fit one channel by AIC; never raises (failures -> 'fallback')."""
     j, y = task
-    start = time.perf_counter()
-    status: dict[str, Any] = {"channel": j, "status": "ok", "reason": "", "model": None}
-    try:
-        y = np.asarray(y, dtype=np.float64)[-s.max_train_points :]
-        if not np.isfinite(y).all():
-            raise _Fallback("non-finite values in the training part")
-        if y.std() < 1e-8 * max(1.0, float(np.abs(y).mean())):
-            raise _Fallback("constant channel")
+
+    def fit(y: np.ndarray, status: dict[str, Any]) -> None:
         seasons = [s.period] if s.force_season else [0] + ([s.period] if s.period else [])
         if len(y) < 4 * max(seasons) + 20:
-            raise _Fallback(f"too short ({len(y)} training points for a season of {max(seasons)})")
+            raise ChannelFallback(f"too short ({len(y)} training points for a season of {max(seasons)})")
         aic: dict[tuple[str, int], float] = {}
         failures = []
         for period in seasons:
@@ -227,7 +217,7 @@ def _fit_channel(task: tuple[int, np.ndarray], s: _Settings) -> dict[str, Any]:
                 except Exception as exc:  # noqa: BLE001 - one failed candidate is not fatal
                     failures.append(f"{trend}/{period}: {type(exc).__name__}: {exc}")
         if not aic:
-            raise _Fallback("every candidate failed (" + "; ".join(failures) + ")")
+            raise ChannelFallback("every candidate failed (" + "; ".join(failures) + ")")
         trend, period = min(aic, key=aic.get)
         result = _fit_one(y, trend, period, s.final_init, s.maxiter)
         notes = []
@@ -239,12 +229,8 @@ def _fit_channel(task: tuple[int, np.ndarray], s: _Settings) -> dict[str, Any]:
         model = _channel_model(result, trend, period, s)
         status.update(model=model, order=model.label, aic={f"{t}@{p}": round(v, 2) for (t, p), v in aic.items()})
         status["reason"] = "; ".join(notes + failures)
-    except _Fallback as exc:
-        status.update(status="fallback", reason=str(exc))
-    except Exception as exc:  # noqa: BLE001 - a channel must never stop the run
-        status.update(status="fallback", reason=f"{type(exc).__name__}: {exc}")
-    status["fit_seconds"] = round(time.perf_counter() - start, 3)
-    return status
+
+    return guarded_fit(j, y, s.max_train_points, fit, {"model": None})
 
 
 # ----------------------------------------------------------------------------- member

@@ -9,6 +9,7 @@ Subclasses provide ``_forecast_channel(model, context [N, L]) -> [N, H]``.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,41 @@ from hybrid.contract import TaskSpec, check_context
 from hybrid.parallel import parallel_map
 
 logger = logging.getLogger(__name__)
+
+
+class ChannelFallback(Exception):
+    """A channel the model cannot fit; it gets seasonal naive instead."""
+
+
+def guarded_fit(
+    channel: int,
+    y: np.ndarray,
+    max_points: int,
+    body: Callable[[np.ndarray, dict[str, Any]], None],
+    status: dict[str, Any],
+) -> dict[str, Any]:
+    """Fit one channel and never raise.
+
+    Keeps the last ``max_points`` values, rejects non-finite and constant
+    channels, then runs ``body(y, status)``, which fills ``status`` (with
+    "model") or raises :class:`ChannelFallback`. Any failure becomes a
+    "fallback" status with its reason; ``fit_seconds`` is always set.
+    """
+    start = time.perf_counter()
+    status = {"channel": channel, "status": "ok", "reason": "", **status}
+    try:
+        y = np.asarray(y, dtype=np.float64)[-max_points:]
+        if not np.isfinite(y).all():
+            raise ChannelFallback("non-finite values in the training part")
+        if y.std() < 1e-8 * max(1.0, float(np.abs(y).mean())):
+            raise ChannelFallback("constant channel")
+        body(y, status)
+    except ChannelFallback as exc:
+        status.update(status="fallback", reason=str(exc), model=None)
+    except Exception as exc:  # noqa: BLE001 - a channel must never stop the run
+        status.update(status="fallback", reason=f"{type(exc).__name__}: {exc}", model=None)
+    status["fit_seconds"] = round(time.perf_counter() - start, 3)
+    return status
 
 
 class PerChannelMember:
