@@ -263,8 +263,28 @@ class TimeLLMNet(nn.Module):
         feats = hidden[:, :, : self.d_ff].transpose(1, 2)  # [B, d_ff, P + R*Pr]
         y = self.head(feats).float()  # [B, H]
         if self.reference_mix is not None:
-            y = y + torch.einsum("brh,r->bh", ref_z, self.reference_mix.float())
+            y = y + (ref_z * self.reference_mix.float()[None, :, None]).sum(dim=1)  # fp32 even under autocast
         return y * std + mean  # RevIN de-normalisation
+
+    def head_is_zero(self) -> bool:
+        """True when the head's last layer is all zeros: the forecast is then the reference mix alone."""
+        layer = self.head[1]
+        return bool(self.reference_mix is not None and not layer.weight.any() and not layer.bias.any())
+
+    @torch.no_grad()
+    def reference_mix_forecast(self, x: torch.Tensor, refs: torch.Tensor, mix: torch.Tensor | None = None) -> torch.Tensor:
+        """What :meth:`forward` returns when the head is zero, without running the backbone.
+
+        x [B, L], refs [B, R, H] (scaled values), mix [R] (default: the learned
+        ``reference_mix``) -> [B, H] float32: the mix taken in each window's
+        RevIN units and de-normalised, exactly as in :meth:`forward`.
+        """
+        mix = self.reference_mix if mix is None else mix
+        x = x.float()
+        mean = x.mean(dim=1, keepdim=True)
+        std = torch.sqrt(x.var(dim=1, keepdim=True, unbiased=False) + REVIN_EPS)
+        ref_z = (refs.float() - mean[:, :, None]) / std[:, :, None]
+        return (ref_z * mix.float()[None, :, None]).sum(dim=1) * std + mean
 
 
 def count_parameters(net: TimeLLMNet) -> tuple[int, int]:

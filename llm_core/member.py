@@ -49,6 +49,7 @@ CPU_VAL_STRIDE = 8  # auto: step between validation windows on CPU
 PROMPT_MARGIN = 4  # extra prompt tokens over the longest measured prompt
 WEIGHTS_FILE, STATE_FILE = "timellm.safetensors", "timellm.json"
 MIX_INIT_SAMPLES = 4096  # training samples for the starting mix of the references
+MIX_CHOICE_SAMPLES = 8192  # validation samples (evenly spread) that choose the starting mix
 REFERENCES_FILE = "references.joblib"  # the fitted reference members, saved with the core
 EXPLAIN_PROTOTYPES, EXPLAIN_WORDS = 3, 3  # explain(): most-attended prototypes, nearest words each
 
@@ -327,8 +328,28 @@ class TimeLLM:
         best, best_state, bad = math.inf, None, 0
         self.history_: list[dict[str, float]] = []
         self.best_epoch_ = 0
+        self.start_mix_ = None
         if net.reference_mix is not None and val_ctx is not None:
-            # epoch 0 is a candidate checkpoint: the starting mix of the references, chosen on validation like any epoch
+            # Epoch 0 is a candidate checkpoint: the zero head plus a starting mix of the references. The starting
+            # mix is chosen on validation among the least-squares mix (fitted on training samples above) and each
+            # reference alone, so that the fused core starts no worse on validation than its best reference.
+            # The head is zero, so these forecasts need no backbone pass.
+            n_val = len(val_ctx) * n_ch
+            dense = np.linspace(0, n_val - 1, min(n_val, MIX_CHOICE_SAMPLES)).round().astype(np.int64)
+            val_refs.fill_windows(dense // n_ch)
+            xv, rv = torch.from_numpy(val_ctx[dense // n_ch, dense % n_ch]), torch.from_numpy(val_refs.get(dense))
+            yv = val_tgt[dense // n_ch, dense % n_ch]
+            candidates = {"least-squares mix": net.reference_mix.detach().clone()}
+            for i, name in enumerate(self.references_):
+                candidates[name] = torch.nn.functional.one_hot(torch.tensor(i), len(self.references_)).float()
+            scores = {
+                k: float(np.mean((net.reference_mix_forecast(xv, rv, mix).numpy() - yv) ** 2))
+                for k, mix in candidates.items()
+            }
+            chosen = min(scores, key=scores.__getitem__)
+            with torch.no_grad():
+                net.reference_mix.copy_(candidates[chosen])
+            self.start_mix_ = {"chosen": chosen, "val_mse": scores, "samples": len(dense)}
             w, c = vpool // n_ch, vpool % n_ch
             pred = self._forward_samples(
                 val_ctx[w, c], *(val_cache.get(vpool) if self.use_prompt_ else (None, None)), val_refs.get(vpool)
@@ -336,7 +357,8 @@ class TimeLLM:
             best = float(np.mean((pred - val_tgt[w, c]) ** 2))
             best_state = {k: v.detach().clone() for k, v in net.trainable_state().items()}
             self.history_.append({"epoch": 0, "val_loss": best, "seconds": 0.0})
-            log.info("timellm epoch 0 (reference mix, untrained head): val_loss %.4f", best)
+            log.info("timellm epoch 0 (untrained head): starting mix %s on validation %s; val_loss %.4f",
+                     chosen, {k: round(v, 4) for k, v in scores.items()}, best)  # fmt: skip
         for epoch in range(1, cfg.epochs + 1):
             t0 = time.perf_counter()
             net.train()
@@ -417,10 +439,17 @@ class TimeLLM:
     ) -> np.ndarray:
         """Samples x [M, L] (+ prompt ids [M, Pp], references [M, R, H]) -> forecasts [M, H] float32, in eval mode."""
         net = self.net_
-        was_training = net.training
-        net.eval()
         out = np.empty((x.shape[0], self.horizon_), dtype=np.float32)
         bs = self.config.eval_batch_size
+        if refs is not None and net.head_is_zero():
+            # The head is zero (the checkpoint chosen on validation is the untrained start): the forecast is the
+            # reference mix alone and the backbone cannot change it, so it is not run.
+            for i in range(0, x.shape[0], bs):
+                xb, rb = (torch.from_numpy(np.ascontiguousarray(a[i : i + bs])) for a in (x, refs))
+                out[i : i + bs] = net.reference_mix_forecast(xb.to(self.device_), rb.to(self.device_)).cpu().numpy()
+            return out
+        was_training = net.training
+        net.eval()
         with self._autocast():
             kv = net.prototype_kv()  # computed once for every batch
             for i in range(0, x.shape[0], bs):
@@ -473,6 +502,12 @@ class TimeLLM:
         """
         context = check_context(context, self.context_length_)
         net = self.net_
+        if net.head_is_zero():
+            mix = ", ".join(f"{n} {w:+.3f}" for n, w in zip(self.references_, net.reference_mix.tolist(), strict=True))
+            start = (self.start_mix_ or {}).get("chosen", "least-squares mix")
+            line = (f"the checkpoint chosen on validation is the untrained start (epoch 0): the mix of the references "
+                    f"({start}: {mix}); the backbone and the prompt do not change this forecast")  # fmt: skip
+            return [line] * (context.shape[0] * context.shape[1])
         if net.backbone is None or self.tokenizer_ is None:
             return ["(no text prototypes: core.backbone is none)"] * (context.shape[0] * context.shape[1])
         x = torch.from_numpy(np.ascontiguousarray(context.reshape(-1, self.context_length_))).to(self.device_)
@@ -503,7 +538,7 @@ class TimeLLM:
     _FITTED = (
         "context_length_", "horizon_", "seed_", "description_", "patch_len_", "stride_", "use_prompt_",
         "prompt_len_", "llm_layers_", "n_trainable_", "n_frozen_", "history_", "best_epoch_", "fit_seconds_",
-        "use_references_", "use_classical_text_", "reference_failed_", "reference_seconds_",
+        "use_references_", "use_classical_text_", "reference_failed_", "reference_seconds_", "start_mix_",
     )  # fmt: skip
 
     def save(self, directory: Path) -> None:
@@ -536,7 +571,7 @@ class TimeLLM:
         self = cls(CoreConfig(**config), period=meta["period"])
         self.name = meta["name"]
         self.use_references_ = self.use_classical_text_ = False  # runs saved before the fusion
-        self.reference_failed_, self.reference_seconds_ = {}, {}
+        self.reference_failed_, self.reference_seconds_, self.start_mix_ = {}, {}, None
         for k, v in meta["fitted"].items():
             setattr(self, k, v)
         self.references_ = {}

@@ -146,7 +146,8 @@ def test_save_load_round_trip_with_references(tiny_bert: str, tmp_path: Path) ->
     assert np.array_equal(again.predict(ctx), member.predict(ctx))
     assert again.prompt_text(ctx[:1]) == member.prompt_text(ctx[:1])
     words = again.explain(ctx[:1])
-    assert len(words) == C and words[0].startswith("prototype ")
+    assert len(words) == C and words == member.explain(ctx[:1])
+    assert words[0].startswith("prototype ") != again.net_.head_is_zero()  # prototypes unless the head is unused
 
 
 def test_references_come_from_the_window_and_the_training_part_only(tiny_bert: str) -> None:
@@ -192,3 +193,35 @@ def test_pipeline_passes_fitted_members(csv_path: Path, tmp_path: Path, monkeypa
     assert result.manifest["members"]["timellm"]["status"] == "ok"
     out = forecast_run(tmp_path / "run")
     assert out.members["timellm"].shape == (2, 24) and np.isfinite(out.members["timellm"]).all()
+
+
+def test_starting_mix_is_chosen_on_validation_among_the_mix_and_each_reference(tiny_bert: str) -> None:
+    member, ctx = _fit(_fused(tiny_bert, epochs=0))  # no trained epoch: the checkpoint is the untrained start
+    start = member.start_mix_
+    assert set(start["val_mse"]) == {"least-squares mix", *REFS}
+    assert start["chosen"] == min(start["val_mse"], key=start["val_mse"].get)
+    assert member.best_epoch_ == 0 and member.net_.head_is_zero()
+    out = member.predict(ctx)
+    if start["chosen"] in REFS:  # one reference alone: the core forecasts exactly what that member does
+        np.testing.assert_allclose(out, member.references_[start["chosen"]].predict(ctx)[..., :H], rtol=1e-5, atol=1e-5)
+    assert "untrained start" in member.explain(ctx[:1])[0]
+
+
+def test_zero_head_forecast_skips_the_backbone_and_equals_the_full_pass(tiny_bert: str) -> None:
+    member, ctx = _fit(_fused(tiny_bert, epochs=1, max_train_windows=16))
+    net = member.net_
+    with torch.no_grad():
+        net.head[1].weight.zero_()
+        net.head[1].bias.zero_()
+    x, ids, mask, refs = _inputs(member, ctx)
+    with torch.no_grad():
+        full = net.eval()(x, ids, mask, refs=refs).numpy()  # through the backbone
+    calls = []
+    net.backbone.register_forward_hook(lambda *a: calls.append(1))
+    out = member.predict(ctx).reshape(-1, H)
+    assert calls == []
+    np.testing.assert_allclose(out, full, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        net.head[1].bias.fill_(0.5)  # a trained head: the backbone runs again
+    member.predict(ctx)
+    assert calls
