@@ -7,7 +7,8 @@ Runs ``HybridForecaster.fit`` and ``evaluate`` for every dataset and seed (all
 horizons in one fit), each fit in a fresh process so that its peak memory is
 its own. Writes ``benchmarks/results.json`` (one record per dataset, horizon,
 seed and model), a plot per dataset (``benchmarks/plots/<dataset>.png``) and
-the tables between the ``suite`` markers of BENCHMARKS.md. The test set
+the tables between the ``suite`` markers of BENCHMARKS.md, after every fit;
+records of datasets and seeds not run this time are kept. The test set
 chooses nothing: every number comes from a run whose choices were made on
 validation.
 """
@@ -76,8 +77,16 @@ def _one_fit(dataset: str, horizons: list[int], seed: int, members: list[str] | 
     model.fit(str(DATA / FILES[dataset]), run_dir=Path(run_root) / f"{dataset}-seed{seed}")
     seconds = time.perf_counter() - t0
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    manifest = model.manifest_
+    by_h: dict[str, dict[str, float]] = {}
+    for h in map(str, horizons):  # wall time per horizon: every member's fit + predict, and the router
+        members_s = {n: info["fit_seconds"].get(h, 0.0) + info["predict_seconds"].get(h, 0.0)
+                     for n, info in manifest["members"].items()}
+        router_s = (manifest["combiner"].get(h, {}).get("router") or {}).get("seconds", 0.0)
+        by_h[h] = {"horizon_seconds": sum(members_s.values()) + router_s,
+                   "core_seconds": sum(v for n, v in members_s.items() if n.startswith("timellm"))}
     queue.put({"evaluation": model.evaluate(), "fit_seconds": seconds, "peak_rss_mb": rss_mb,
-               "members": model.manifest_["members"]})
+               "members": list(manifest["members"]), "by_horizon": by_h})
 
 
 def run_fit(dataset: str, horizons: list[int], seed: int, members: list[str] | None, sets: list[str],
@@ -93,7 +102,7 @@ def run_fit(dataset: str, horizons: list[int], seed: int, members: list[str] | N
     return result
 
 
-def records_from(dataset: str, seed: int, result: dict) -> list[dict]:
+def records_from(dataset: str, seed: int, result: dict, command: str) -> list[dict]:
     out = []
     for horizon, by_model in result["evaluation"]["horizons"].items():
         for model, scores in by_model.items():
@@ -102,8 +111,16 @@ def records_from(dataset: str, seed: int, result: dict) -> list[dict]:
                 "mse": scores["test"]["mse"], "mae": scores["test"]["mae"],
                 "val_mse": scores["val"]["mse"],
                 "fit_seconds": round(result["fit_seconds"], 1), "peak_rss_mb": round(result["peak_rss_mb"], 1),
+                **{k: round(v, 1) for k, v in result.get("by_horizon", {}).get(horizon, {}).items()},
+                "command": command,
             })
     return out
+
+
+def merge(old: list[dict], new: list[dict]) -> list[dict]:
+    """Records of ``old`` whose (dataset, seed) ``new`` does not cover, then ``new``."""
+    done = {(r["dataset"], r["seed"]) for r in new}
+    return [r for r in old if (r["dataset"], r["seed"]) not in done] + new
 
 
 def tables(records: list[dict]) -> str:
@@ -137,9 +154,20 @@ def tables(records: list[dict]) -> str:
         cost = {}
         for r in rows:
             cost.setdefault(r["seed"], (r["fit_seconds"], r["peak_rss_mb"]))
-        lines += ["", "Fit cost per seed (all horizons, all members, one process): " + "; ".join(
-            f"seed {s}: {c[0]:.0f} s, peak RSS {c[1]:.0f} MB" for s, c in sorted(cost.items())), "",
-            f"![{dataset}](benchmarks/plots/{dataset}.png)", ""]
+        commands = sorted({r.get("command", "(not recorded)") for r in rows})
+        lines += ["", "Command: " + "; ".join(f"`{c}`" for c in commands), "",
+                  "Fit cost per seed (all horizons, all members, one process): " + "; ".join(
+                      f"seed {s}: {c[0]:.0f} s, peak RSS {c[1]:.0f} MB" for s, c in sorted(cost.items())), ""]
+        timed = [r for r in rows if "horizon_seconds" in r and r["model"] == "hybrid"]
+        if timed:
+            lines += ["| horizon | fit + evaluate s per seed (median) | of which the core | seeds |", "|---|---|---|---|"]
+            for h in horizons:
+                sel = [r for r in timed if r["horizon"] == h]
+                if sel:
+                    lines.append(f"| {h} | {np.median([r['horizon_seconds'] for r in sel]):.0f} | "
+                                 f"{np.median([r['core_seconds'] for r in sel]):.0f} | {len(sel)} |")
+            lines.append("")
+        lines += [f"![{dataset}](benchmarks/plots/{dataset}.png)", ""]
     return "\n".join(lines)
 
 
@@ -187,6 +215,7 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results.json"))
     parser.add_argument("--markdown", default=str(ROOT / "BENCHMARKS.md"))
     parser.add_argument("--runs", default=str(ROOT / "benchmarks" / "out" / "runs"))
+    parser.add_argument("--fresh", action="store_true", help="drop the records already in --out")
     args = parser.parse_args()
     if not DATA.is_dir():
         print(f"benchmark data not found at {DATA}", file=sys.stderr)
@@ -195,22 +224,24 @@ def main() -> int:
     horizons = [int(h) for h in args.horizons.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     members = [m.strip() for m in args.members.split(",") if m.strip()] or None
-    records: list[dict] = []
+    out = Path(args.out)
+    records: list[dict] = json.loads(out.read_text()) if out.exists() and not args.fresh else []
+    command = ("python benchmarks/suite.py --datasets {dataset} "
+               f"--horizons {args.horizons} --seeds {args.seeds}"
+               + (f" --members {args.members}" if members else "")
+               + "".join(f" --set {s}" for s in args.set))
     t_all = time.perf_counter()
     for dataset in datasets:
         for seed in seeds:
             t0 = time.perf_counter()
             result = run_fit(dataset, horizons, seed, members, args.set, Path(args.runs))
-            records += records_from(dataset, seed, result)
+            records = merge(records, records_from(dataset, seed, result, command.format(dataset=dataset)))
             print(f"{dataset} seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True)
-    total = time.perf_counter() - t_all
-    Path(args.out).write_text(json.dumps(records, indent=1) + "\n")
-    plot(records, ROOT / "benchmarks" / "plots")
-    header = (f"Machine: {machine()}. Command: `python benchmarks/suite.py --datasets {','.join(datasets)} "
-              f"--horizons {args.horizons} --seeds {args.seeds}"
-              + (f" --members {args.members}" if members else "")
-              + "".join(f" --set {s}" for s in args.set) + f"`; wall time {total / 60:.1f} min.\n")
-    update_markdown(Path(args.markdown), header + "\n" + tables(records))
+            # written after every fit, so that a long sweep can be stopped and its finished parts kept
+            out.write_text(json.dumps(records, indent=1) + "\n")
+            plot(records, ROOT / "benchmarks" / "plots")
+            update_markdown(Path(args.markdown), f"Machine: {machine()}.\n\n" + tables(records))
+    print(f"wall time {(time.perf_counter() - t_all) / 60:.1f} min")
     print(tables(records))
     return 0
 
