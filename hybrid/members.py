@@ -69,7 +69,8 @@ def _ets(cfg: Config, period: int | None) -> Forecaster:
 def _timellm(cfg: Config, period: int | None) -> Forecaster:
     from llm_core.member import TimeLLM  # imports torch: only when the core is asked for
 
-    return TimeLLM(cfg.core, period=period)
+    core = cfg.core if cfg.runtime.progress else dataclasses.replace(cfg.core, progress=False)  # one switch for every bar
+    return TimeLLM(core, period=period)
 
 
 # name -> (factory, accepts a period)

@@ -83,3 +83,10 @@ def test_moving_average_keeps_constants_and_smooths():
     np.testing.assert_allclose(moving_average(x, 5), x)
     ramp = np.arange(30, dtype=float)[None]
     np.testing.assert_allclose(moving_average(ramp, 5)[0, 5:25], ramp[0, 5:25])
+
+
+def test_runtime_progress_off_silences_the_core_bar_too():
+    pytest.importorskip("torch")
+    quiet = make_member("timellm", load_config(sets=["runtime.progress=false"]))
+    assert quiet.config.progress is False
+    assert make_member("timellm", load_config()).config.progress is True
