@@ -36,7 +36,7 @@ class CoreConfig:
     reference_members: tuple[str, ...] = ("linear", "nlinear", "ets")  # classical members fed to the core
     classical_text: bool = True  # one prompt sentence per reference member (level, direction, agreement)
     references: bool = True  # reference tokens: each member's forecast, patched and embedded
-    reference_skip: bool = True  # add a learned mix of the references (start: their mean) to the head's output
+    reference_skip: bool = True  # add a learned mix of the references to the head's output (start chosen on val)
     # --- training -------------------------------------------------------------------------------
     epochs: int = 10  # upper bound; early stopping usually ends sooner
     batch_size: int = 32  # training samples (one channel of one window each) per step
