@@ -309,7 +309,8 @@ class TimeLLM:
                 torch.from_numpy(ctx[w, c]), torch.from_numpy(train_refs.get(sample)), torch.from_numpy(tgt[w, c])
             )
             log.info(
-                "timellm: reference mix starts at %s", dict(zip(self.references_, net.reference_mix.tolist(), strict=True))
+                "timellm: least-squares mix of the references on training samples: %s",
+                dict(zip(self.references_, net.reference_mix.tolist(), strict=True)),
             )
         params = [p for p in net.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
