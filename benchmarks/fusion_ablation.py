@@ -67,10 +67,10 @@ the untrained start as a checkpoint. The summary uses the current code only.
 Notes (written by hand):
 - With references on, the head starts at zero, so the untrained network forecasts a mix of the references.
   That start ("epoch 0") is chosen on validation among the least-squares mix (fitted on 4,096 training samples)
-  and each reference alone; it is then a checkpoint candidate like every trained epoch. In all 10 runs with
+  and each reference alone; it is then a checkpoint candidate like every trained epoch. In all 12 runs with
   references (both / none_both, H 96 and 336, seeds 0-2) no trained epoch beat it on validation (e.g. both,
   H 96, seed 0: 0.696 at the start, 0.914 and 0.763 after epochs 1 and 2), so the fused core forecasts the
-  chosen start: nlinear alone in 9 runs (test MSE equal to nlinear's, 0.3640 / 0.4184), the least-squares mix in
+  chosen start: nlinear alone in 11 runs (test MSE equal to nlinear's, 0.3640 / 0.4184), the least-squares mix in
   one (both, H 96, seed 2: validation 0.6641 against 0.6644 for nlinear; test 0.3662).
 - Before the start was chosen on validation (`(LS start)` rows) the least-squares mix, fitted on train, weighted
   linear 0.82 and nlinear 0.20 and scored 0.3651-0.3665, 0.001-0.003 above nlinear.
