@@ -182,10 +182,16 @@ def plot(records: list[dict], out_dir: Path) -> None:
         rows = [r for r in records if r["dataset"] == dataset]
         horizons = sorted({r["horizon"] for r in rows})
         fig, ax = plt.subplots(figsize=(10, 4.8))
-        for model in dict.fromkeys(r["model"] for r in rows):
+        colours = plt.cm.tab20(np.linspace(0, 1, 20))
+        combiners = {"equal", "inverse_error", "best_single"}
+        for i, model in enumerate(dict.fromkeys(r["model"] for r in rows)):
             ys = [np.mean([r["mse"] for r in rows if r["model"] == model and r["horizon"] == h] or [np.nan])
                   for h in horizons]
-            style = dict(lw=2.5, color="black") if model == "hybrid" else dict(lw=1, alpha=0.8)
+            style = dict(lw=1, alpha=0.85, color=colours[i % 20])  # one colour per line; combiners dash-dotted
+            if model in combiners or model.startswith("router_"):
+                style["ls"] = "-."
+            if model == "hybrid":
+                style = dict(lw=2.5, color="black")
             ax.plot(horizons, ys, marker="o", label=model, **style)
         for name, by_h in PUBLISHED.get(dataset, {}).items():
             if all(h in by_h for h in horizons):
