@@ -21,6 +21,12 @@ from torch import nn
 REVIN_EPS = 1e-5
 
 
+def revin_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """RevIN (no affine) statistics of windows x [B, L]: mean and standard deviation, each [B, 1]."""
+    mean = x.mean(dim=1, keepdim=True)
+    return mean, torch.sqrt(x.var(dim=1, keepdim=True, unbiased=False) + REVIN_EPS)
+
+
 def n_patches(context_length: int, patch_len: int, stride: int) -> int:
     """Patches of a window padded at the end by ``stride`` (replication)."""
     return (context_length + stride - patch_len) // stride + 1
@@ -192,8 +198,7 @@ class TimeLLMNet(nn.Module):
         """
         if self.reference_mix is None:
             return
-        mean = x.mean(dim=1, keepdim=True)
-        std = torch.sqrt(x.var(dim=1, keepdim=True, unbiased=False) + REVIN_EPS)
+        mean, std = revin_stats(x)
         a = ((refs.double() - mean[:, :, None]) / std[:, :, None]).transpose(1, 2).reshape(-1, refs.shape[1])  # [B*H, R]
         b = ((y.double() - mean) / std).reshape(-1)  # [B*H]
         gram = a.T @ a + ridge * len(a) * torch.eye(a.shape[1], dtype=a.dtype)
@@ -235,8 +240,7 @@ class TimeLLMNet(nn.Module):
             refs: the reference members' forecasts [B, R, H] in scaled values;
                 required when the network was built with ``n_references`` > 0.
         """
-        mean = x.mean(dim=1, keepdim=True)  # RevIN, no affine
-        std = torch.sqrt(x.var(dim=1, keepdim=True, unbiased=False) + REVIN_EPS)
+        mean, std = revin_stats(x)
         z = (x - mean) / std  # [B, L]
         tokens = self.patch(z)  # [B, P, d_model]
         ref_z = None
@@ -281,8 +285,7 @@ class TimeLLMNet(nn.Module):
         """
         mix = self.reference_mix if mix is None else mix
         x = x.float()
-        mean = x.mean(dim=1, keepdim=True)
-        std = torch.sqrt(x.var(dim=1, keepdim=True, unbiased=False) + REVIN_EPS)
+        mean, std = revin_stats(x)
         ref_z = (refs.float() - mean[:, :, None]) / std[:, :, None]
         return (ref_z * mix.float()[None, :, None]).sum(dim=1) * std + mean
 

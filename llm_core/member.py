@@ -38,7 +38,7 @@ from hybrid.errors import HybridInputError
 from hybrid.protocol import windows
 from llm_core.backbone import load_backbone, word_token_ids
 from llm_core.config import CoreConfig
-from llm_core.layers import TimeLLMNet, count_parameters
+from llm_core.layers import TimeLLMNet, count_parameters, revin_stats
 from llm_core.prompt import PromptCache, PromptEncoder, ReferenceCache
 
 log = logging.getLogger(__name__)
@@ -512,7 +512,8 @@ class TimeLLM:
         if net.backbone is None or self.tokenizer_ is None:
             return ["(no text prototypes: core.backbone is none)"] * (context.shape[0] * context.shape[1])
         x = torch.from_numpy(np.ascontiguousarray(context.reshape(-1, self.context_length_))).to(self.device_)
-        z = (x - x.mean(1, keepdim=True)) / torch.sqrt(x.var(1, keepdim=True, unbiased=False) + 1e-5)
+        mean, std = revin_stats(x)
+        z = (x - mean) / std
         words = net.backbone.get_input_embeddings().weight[net.vocab_ids].float()  # [V, D]
         protos = net.prototypes.float()(words.t()).t()  # [K, D]
         rp = net.reprogram.float()
