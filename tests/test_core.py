@@ -43,20 +43,23 @@ def _tokenizer(folder: Path) -> object:
     return BertTokenizerFast(vocab={w: i for i, w in enumerate(VOCAB)}, do_lower_case=True)
 
 
-@pytest.fixture(scope="session")
-def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> str:
+def save_tiny_bert(folder: Path, max_positions: int) -> str:
+    """A tiny random BERT (seed 0) with the test vocabulary, saved to ``folder``; its path."""
     from transformers import BertConfig, BertModel
 
-    folder = tmp_path_factory.mktemp("tiny_bert")
-    tok = _tokenizer(folder)
     torch.manual_seed(0)
     config = BertConfig(
         vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=128,
+        intermediate_size=64, max_position_embeddings=max_positions,
     )  # fmt: skip
     BertModel(config).save_pretrained(folder)
-    tok.save_pretrained(folder)
+    _tokenizer(folder).save_pretrained(folder)
     return str(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny_bert"), max_positions=128)
 
 
 @pytest.fixture(scope="session")

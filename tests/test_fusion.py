@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from test_core import SPEC, VOCAB, C, H, L, _cfg, _series, _tokenizer  # noqa: E402
+from test_core import SPEC, C, H, L, _cfg, _series, save_tiny_bert  # noqa: E402
 
 from baselines.linear import RidgeLinear  # noqa: E402
 from hybrid.protocol import windows  # noqa: E402
@@ -26,18 +26,8 @@ REFS = ("linear", "drift")
 
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A tiny random BERT with the test vocabulary of test_core, saved to a folder."""
-    from transformers import BertConfig, BertModel
-
-    folder = tmp_path_factory.mktemp("tiny_bert_fusion")
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=256,
-    )  # fmt: skip
-    BertModel(config).save_pretrained(folder)
-    _tokenizer(folder).save_pretrained(folder)
-    return str(folder)
+    """test_core's tiny random BERT, with room for the longer fused sequence (prompt, patches, references)."""
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny_bert_fusion"), max_positions=256)
 
 
 def _fused(backbone: str, **kw: object):  # noqa: ANN202

@@ -45,7 +45,7 @@ def _arima_forecast(backend: str) -> np.ndarray:
     return member.predict(context)
 
 
-@pytest.mark.skipif(not HAS_DASK, reason="dask.distributed is not installed (pip install 'dask[distributed]')")
+@pytest.mark.skipif(not HAS_DASK, reason="dask.distributed is not installed; the dev extra has it: pip install -e '.[dev]'")
 def test_dask_backend_matches_loky() -> None:
     from dask.distributed import Client, LocalCluster
 
