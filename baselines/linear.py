@@ -5,7 +5,14 @@ closed form on every training window. Variants differ in how a window is
 normalised and which features the map sees:
 
 - ``linear`` (RLinear): each window minus its mean, over its std (RevIN
-  without affine parameters); the forecast is mapped back.
+  without affine parameters); the forecast is mapped back. The map is fitted
+  to minimise the error of the mapped-back forecast (each window weighted by
+  its variance, as RevIN models are trained) and has no intercept, so a
+  window with a (nearly) constant context cannot blow its normalised target
+  up into the fit: dividing by a tiny std once made such windows (rain
+  gauges, sentinel-inflated channels) dominate the intercept and every
+  forecast with it. The window scale also has a floor of ``SCALE_FLOOR``
+  training standard deviations.
 - ``nlinear`` (NLinear): each window minus its last value.
 - ``dlinear`` (DLinear): the window split by a moving average into trend and
   remainder, one map each (a ridge on the two parts side by side).
@@ -31,7 +38,7 @@ from hybrid.contract import TaskSpec, check_context
 from hybrid.protocol import windows
 
 CHUNK = 4096  # windows per block when accumulating Gram matrices
-EPS = 1e-5
+SCALE_FLOOR = 1e-3  # smallest window std (RevIN), in training standard deviations (data are scaled on train)
 
 
 def moving_average(x: np.ndarray, kernel: int) -> np.ndarray:
@@ -83,7 +90,7 @@ class RidgeLinear:
         ctx = ctx.astype(np.float64)
         if self.normalization == "revin":
             shift = ctx.mean(axis=1, keepdims=True)
-            scale = ctx.std(axis=1, keepdims=True) + EPS
+            scale = np.maximum(ctx.std(axis=1, keepdims=True), SCALE_FLOOR)
         elif self.normalization == "last":
             shift, scale = ctx[:, -1:], np.ones((ctx.shape[0], 1))
         else:
@@ -97,40 +104,55 @@ class RidgeLinear:
             x = np.concatenate([trend, x - trend], axis=1)
         return x
 
-    def _blocks(self, part: np.ndarray, L: int, H: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(features [n, D], normalised targets [n, H]) over all windows of a part."""
+    @property
+    def intercept(self) -> bool:
+        """RevIN windows have zero mean: their map has no intercept (see the module docstring)."""
+        return self.normalization != "revin"
+
+    def _blocks(self, part: np.ndarray, L: int, H: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(features [n, D], normalised targets [n, H], sample weights [n]) over all windows of a part.
+
+        The weight is the squared window scale, so that the fit minimises the
+        error of the de-normalised forecast (1 without a scale).
+        """
         ctx, tgt = windows(part, L, H)  # [N, C, L], [N, C, H]
         for i in range(0, ctx.shape[0], CHUNK):
             c = ctx[i : i + CHUNK].reshape(-1, L)
             y = tgt[i : i + CHUNK].reshape(-1, H).astype(np.float64)
             x, shift, scale = self._normalise(c)
-            yield self._features(x), (y - shift) / scale
+            yield self._features(x), (y - shift) / scale, scale[:, 0] ** 2
 
     # --- contract ---------------------------------------------------------
     def fit(self, train: np.ndarray, val: np.ndarray | None, spec: TaskSpec) -> Self:
         L, H = spec.context_length, spec.horizon
         gram = xty = x_sum = y_sum = None
-        n_rows = 0
-        for x, y in self._blocks(train, L, H):
+        n_rows, w_sum = 0, 0.0
+        for x, y, sw in self._blocks(train, L, H):
+            xw = x * sw[:, None]
             if gram is None:
-                gram, xty, x_sum, y_sum = x.T @ x, x.T @ y, x.sum(0), y.sum(0)
+                gram, xty, x_sum, y_sum = xw.T @ x, xw.T @ y, xw.sum(0), sw @ y
             else:
-                gram += x.T @ x
-                xty += x.T @ y
-                x_sum += x.sum(0)
-                y_sum += y.sum(0)
+                gram += xw.T @ x
+                xty += xw.T @ y
+                x_sum += xw.sum(0)
+                y_sum += sw @ y
             n_rows += x.shape[0]
+            w_sum += float(sw.sum())
         assert gram is not None and xty is not None and x_sum is not None and y_sum is not None
-        # Centre (the intercept is not shrunk), then solve (G + a n I) w = X'y
-        # for every alpha through one eigendecomposition of the centred Gram.
-        x_mean, y_mean = x_sum / n_rows, y_sum / n_rows
-        gram -= n_rows * np.outer(x_mean, x_mean)
-        xty -= n_rows * np.outer(x_mean, y_mean)
+        # With an intercept, centre (the intercept is not shrunk); then solve
+        # (G + a W I) w = X'y for every alpha through one eigendecomposition
+        # (W: the total sample weight, n rows when unweighted).
+        if self.intercept:
+            x_mean, y_mean = x_sum / w_sum, y_sum / w_sum
+            gram -= w_sum * np.outer(x_mean, x_mean)
+            xty -= w_sum * np.outer(x_mean, y_mean)
+        else:
+            x_mean, y_mean = np.zeros(gram.shape[0]), np.zeros(H)
         evals, evecs = np.linalg.eigh(gram)
         proj = evecs.T @ xty  # [D, H]
 
         def weights(alpha: float) -> tuple[np.ndarray, np.ndarray]:
-            w = evecs @ (proj / (evals + alpha * n_rows)[:, None])  # [D, H]
+            w = evecs @ (proj / (evals + alpha * w_sum)[:, None])  # [D, H]
             return w, y_mean - x_mean @ w
 
         self.val_mse_by_alpha_: dict[float, float] = {}

@@ -191,16 +191,19 @@ class TimeLLMNet(nn.Module):
     def init_reference_mix(self, x: torch.Tensor, refs: torch.Tensor, y: torch.Tensor, ridge: float = 1e-3) -> None:
         """Start from the best linear mix of the references on training samples; zero the head.
 
-        The mix weights are the ridge least-squares fit, in each window's RevIN
-        units, of the targets y [B, H] on the references refs [B, R, H] of
-        windows x [B, L]; the head's last layer is zeroed, so the untrained
+        The mix weights are the ridge least-squares fit of the targets y [B, H]
+        on the references refs [B, R, H] of windows x [B, L], both relative
+        to the window's mean, in scaled units: the error of the forecast the
+        network returns. (Fitted in each window's RevIN units instead, a window
+        with a nearly constant context turns its target into huge values that
+        dominate the fit.) The head's last layer is zeroed, so the untrained
         network forecasts exactly that mix and training learns a correction.
         """
         if self.reference_mix is None:
             return
-        mean, std = revin_stats(x)
-        a = ((refs.double() - mean[:, :, None]) / std[:, :, None]).transpose(1, 2).reshape(-1, refs.shape[1])  # [B*H, R]
-        b = ((y.double() - mean) / std).reshape(-1)  # [B*H]
+        mean, _ = revin_stats(x)
+        a = (refs.double() - mean[:, :, None]).transpose(1, 2).reshape(-1, refs.shape[1])  # [B*H, R]
+        b = (y.double() - mean).reshape(-1)  # [B*H]
         gram = a.T @ a + ridge * len(a) * torch.eye(a.shape[1], dtype=a.dtype)
         self.reference_mix.copy_(torch.linalg.solve(gram, a.T @ b).to(self.reference_mix.dtype))
         self.head[1].weight.zero_()
