@@ -1,1 +1,1 @@
-"""Classical members. Each is a small class obeying hybrid.contract; no torch."""
+"""Classical members. Each is a small class obeying kernel.contract; no torch."""

@@ -46,9 +46,9 @@ from typing import Any, Self
 
 import numpy as np
 
-from baselines.per_channel import ChannelFallback, PerChannelMember, guarded_fit
-from hybrid.contract import TaskSpec
-from hybrid.protocol import windows
+from baselines.per_channel import FALLBACK, ChannelFallback, PerChannelMember, guarded_fit
+from kernel.contract import Segment, TaskSpec, as_segments, as_values, longest_segment
+from kernel.protocol import windows
 
 logger = logging.getLogger(__name__)
 
@@ -231,7 +231,25 @@ def _fit_order(y: np.ndarray, seasonal_diff: int, s: _Settings) -> ArimaChannel:
             suppress_warnings=True,
             error_action="ignore",
         )
-    res = fitted.arima_res_
+    return _channel_from(fitted.arima_res_, d, seasonal_diff, s.period)
+
+
+def _refit_order(y: np.ndarray, fixed: dict[str, Any], s: _Settings) -> ArimaChannel:
+    """Re-estimate the parameters of the orders in ``fixed`` (a frozen copy's refit: no order search)."""
+    import pmdarima as pm
+
+    period = fixed["period"]
+    w = y[period:] - y[:-period] if fixed["seasonal_diff"] else y
+    w = np.diff(w, n=fixed["d"]) if fixed["d"] else w
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fitted = pm.ARIMA(order=(fixed["p"], 0, fixed["q"]), with_intercept=fixed["has_mean"],
+                          maxiter=s.maxiter, suppress_warnings=True).fit(w)
+    return _channel_from(fitted.arima_res_, fixed["d"], fixed["seasonal_diff"], period)
+
+
+def _channel_from(res: Any, d: int, seasonal_diff: int, period: int) -> ArimaChannel:
+    """An :class:`ArimaChannel` from a fitted statsmodels SARIMAX result of the differenced series."""
     names = list(res.model.param_names)
     params = np.asarray(res.params, dtype=np.float64)
     ar = np.array([params[i] for i, n in enumerate(names) if n.startswith("ar.L")])
@@ -242,7 +260,7 @@ def _fit_order(y: np.ndarray, seasonal_diff: int, s: _Settings) -> ArimaChannel:
     return ArimaChannel(
         d=d,
         seasonal_diff=seasonal_diff,
-        period=s.period if seasonal_diff else 0,
+        period=period if seasonal_diff else 0,
         mu=float(mu),
         has_mean="intercept" in names,
         ar=ar,
@@ -258,13 +276,19 @@ def _val_mse(model: ArimaChannel, val: np.ndarray, s: _Settings) -> float:
     return float(np.mean((forecast - target[pick, 0]) ** 2))
 
 
-def _fit_channel(task: tuple[int, np.ndarray, np.ndarray | None], s: _Settings) -> dict[str, Any]:
+def _fit_channel(task: tuple[int, np.ndarray, np.ndarray | None, Any], s: _Settings) -> dict[str, Any]:
     """Fit one channel; never raises: failures come back as a 'fallback' status."""
-    j, y, val = task
+    j, y, val, fixed = task
 
     def fit(y: np.ndarray, status: dict[str, Any]) -> None:
+        if fixed == FALLBACK:
+            raise ChannelFallback("fell back in the fit this refit copies")
         if len(y) < 50:
             raise ChannelFallback(f"too short ({len(y)} training points, need 50)")
+        if fixed is not None:
+            model = _refit_order(y, fixed, s)
+            status.update(order=model.order, model=model, selected_by="fixed (refit of a chosen order)")
+            return
         seasonal_ok = s.period >= 2 and 2 * s.period <= s.context_length and len(y) >= 4 * s.period + 50
         choices = {"never": [0], "always": [1], "auto": [0, 1]}[s.seasonal_differencing]
         if not seasonal_ok:
@@ -350,16 +374,18 @@ class Arima(PerChannelMember):
         self.val_windows = val_windows
         self.fallback_period = fallback_period
 
-    def fit(self, train: np.ndarray, val: np.ndarray | None, spec: TaskSpec) -> Self:
-        """Choose and fit one model per channel of ``train`` [T, C] (scaled)."""
+    def fit(self, train: np.ndarray | list[Segment], val: np.ndarray | Segment | None, spec: TaskSpec) -> Self:
+        """Choose and fit one model per channel of ``train`` (scaled [T, C], or segments: the longest is used)."""
         if self.seasonal_differencing not in ("auto", "always", "never"):
             raise ValueError(
                 "`seasonal_differencing` must be 'auto', 'always' or 'never'; "
                 f"got {self.seasonal_differencing!r}."
             )
-        train = np.asarray(train, dtype=np.float64)
-        if train.ndim != 2:
-            raise ValueError(f"`train` must have shape [T, C]; got shape {train.shape}.")
+        segments = as_segments(train)
+        series = np.asarray(longest_segment(segments).values, dtype=np.float64)
+        if series.ndim != 2:
+            raise ValueError(f"`train` must have shape [T, C]; got shape {series.shape}.")
+        val = as_values(val)
         start = time.perf_counter()
         period = self.period or (spec.periods[0] if spec.periods else 0)
         settings = _Settings(
@@ -376,10 +402,15 @@ class Arima(PerChannelMember):
             horizon=spec.horizon,
             period=int(period),
         )
-        tasks = [(j, train[:, j], None if val is None else np.asarray(val)[:, j]) for j in range(train.shape[1])]
-        self._fit_channels(partial(_fit_channel, s=settings), tasks, train, val, spec, self.fallback_period)
+        tasks = [(j, series[:, j], None if val is None else np.asarray(val)[:, j], self._fixed(j))
+                 for j in range(series.shape[1])]
+        self._fit_channels(partial(_fit_channel, s=settings), tasks, segments, spec, self.fallback_period)
         self.fit_seconds_ = time.perf_counter() - start
         return self
 
     def _forecast_channel(self, model: ArimaChannel, context: np.ndarray) -> np.ndarray:
         return forecast_windows(model, context, self.horizon_)
+
+    def _choice(self, model: ArimaChannel) -> dict[str, Any]:
+        return {"d": model.d, "seasonal_diff": model.seasonal_diff, "period": model.period or 0,
+                "p": len(model.ar), "q": len(model.ma), "has_mean": model.has_mean}

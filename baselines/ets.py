@@ -50,8 +50,8 @@ from typing import Any, Self
 
 import numpy as np
 
-from baselines.per_channel import ChannelFallback, PerChannelMember, guarded_fit
-from hybrid.contract import TaskSpec
+from baselines.per_channel import FALLBACK, ChannelFallback, PerChannelMember, guarded_fit
+from kernel.contract import Segment, TaskSpec, as_segments, longest_segment
 
 logger = logging.getLogger(__name__)
 
@@ -198,11 +198,20 @@ def _channel_model(result: Any, trend: str, period: int, s: _Settings) -> EtsCha
     )
 
 
-def _fit_channel(task: tuple[int, np.ndarray], s: _Settings) -> dict[str, Any]:
+def _fit_channel(task: tuple[int, np.ndarray, Any], s: _Settings) -> dict[str, Any]:
     """Select and fit one channel by AIC; never raises (failures -> 'fallback')."""
-    j, y = task
+    j, y, fixed = task
 
     def fit(y: np.ndarray, status: dict[str, Any]) -> None:
+        if fixed == FALLBACK:
+            raise ChannelFallback("fell back in the fit this refit copies")
+        if fixed is not None:  # a frozen copy's refit: the chosen form, parameters estimated again
+            trend, period = fixed
+            if len(y) < 4 * period + 20:
+                raise ChannelFallback(f"too short ({len(y)} training points for a season of {period})")
+            model = _channel_model(_fit_one(y, trend, period, s.final_init, s.maxiter), trend, period, s)
+            status.update(model=model, order=model.label)
+            return
         seasons = [s.period] if s.force_season else [0] + ([s.period] if s.period else [])
         if len(y) < 4 * max(seasons) + 20:
             raise ChannelFallback(f"too short ({len(y)} training points for a season of {max(seasons)})")
@@ -278,17 +287,18 @@ class Ets(PerChannelMember):
         self.init_cycles = init_cycles
         self.fallback_period = fallback_period
 
-    def fit(self, train: np.ndarray, val: np.ndarray | None, spec: TaskSpec) -> Self:
-        """Choose and fit one model per channel of ``train`` [T, C] (scaled)."""
+    def fit(self, train: np.ndarray | list[Segment], val: object, spec: TaskSpec) -> Self:
+        """Choose (by AIC) and fit one model per channel of ``train`` (scaled [T, C], or segments: the longest)."""
         bad = [t for t in self.trends if t not in TREND_CHOICES]
         if bad or not self.trends:
             raise ValueError(f"`trends` must be a non-empty subset of {TREND_CHOICES}; got {self.trends!r}.")
         for arg in ("selection_init", "final_init"):
             if getattr(self, arg) not in ("heuristic", "estimated"):
                 raise ValueError(f"`{arg}` must be 'heuristic' or 'estimated'; got {getattr(self, arg)!r}.")
-        train = np.asarray(train, dtype=np.float64)
-        if train.ndim != 2:
-            raise ValueError(f"`train` must have shape [T, C]; got shape {train.shape}.")
+        segments = as_segments(train)
+        series = np.asarray(longest_segment(segments).values, dtype=np.float64)
+        if series.ndim != 2:
+            raise ValueError(f"`train` must have shape [T, C]; got shape {series.shape}.")
         start = time.perf_counter()
         period = self.period or (spec.periods[0] if spec.periods else 0)
         self.period_note_ = ""
@@ -309,10 +319,14 @@ class Ets(PerChannelMember):
             init_block=self.init_block,
             init_cycles=self.init_cycles,
         )
-        self._fit_channels(partial(_fit_channel, s=settings), [(j, train[:, j]) for j in range(train.shape[1])],
-                           train, val, spec, self.fallback_period or self.period, note=self.period_note_)
+        tasks = [(j, series[:, j], self._fixed(j)) for j in range(series.shape[1])]
+        self._fit_channels(partial(_fit_channel, s=settings), tasks, segments, spec,
+                           self.fallback_period or self.period, note=self.period_note_)
         self.fit_seconds_ = time.perf_counter() - start
         return self
 
     def _forecast_channel(self, model: EtsChannel, context: np.ndarray) -> np.ndarray:
         return forecast_windows(model, context, self.horizon_)
+
+    def _choice(self, model: EtsChannel) -> tuple[str, int]:
+        return (model.trend, model.period)

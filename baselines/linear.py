@@ -29,13 +29,14 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Self
 
 import numpy as np
 
-from hybrid.contract import TaskSpec, check_context
-from hybrid.protocol import windows
+from baselines.config import LinearConfig
+from kernel.contract import Segment, TaskSpec, as_segments, as_values, check_context, not_fitted
+from kernel.protocol import segment_windows, windows
 
 CHUNK = 4096  # windows per block when accumulating Gram matrices
 SCALE_FLOOR = 1e-3  # smallest window std (RevIN), in training standard deviations (data are scaled on train)
@@ -64,7 +65,8 @@ class RidgeLinear:
     Args:
         normalization: "revin" (window mean / std), "last" (subtract the last
             value) or "none".
-        alphas: candidate per-sample ridge strengths, chosen on validation.
+        alphas: candidate per-sample ridge strengths, chosen on validation
+            (without validation: the middle one; one candidate: fixed).
         decomposition: 0 for a single map; an odd kernel length for the
             DLinear trend / remainder split.
     """
@@ -75,7 +77,7 @@ class RidgeLinear:
     def __init__(
         self,
         normalization: str = "revin",
-        alphas: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 0.1, 1.0),
+        alphas: tuple[float, ...] = LinearConfig.alphas,
         decomposition: int = 0,
     ) -> None:
         if normalization not in ("revin", "last", "none"):
@@ -109,25 +111,28 @@ class RidgeLinear:
         """RevIN windows have zero mean: their map has no intercept (see the module docstring)."""
         return self.normalization != "revin"
 
-    def _blocks(self, part: np.ndarray, L: int, H: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """(features [n, D], normalised targets [n, H], sample weights [n]) over all windows of a part.
+    def _blocks(self, segments: Sequence[Segment], L: int, H: int
+                ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(features [n, D], normalised targets [n, H], sample weights [n]) over every window of every segment.
 
         The weight is the squared window scale, so that the fit minimises the
         error of the de-normalised forecast (1 without a scale).
         """
-        ctx, tgt = windows(part, L, H)  # [N, C, L], [N, C, H]
-        for i in range(0, ctx.shape[0], CHUNK):
-            c = ctx[i : i + CHUNK].reshape(-1, L)
-            y = tgt[i : i + CHUNK].reshape(-1, H).astype(np.float64)
-            x, shift, scale = self._normalise(c)
-            yield self._features(x), (y - shift) / scale, scale[:, 0] ** 2
+        for ctx, tgt, _ in segment_windows(segments, L, H):  # [N, C, L], [N, C, H]
+            for i in range(0, ctx.shape[0], CHUNK):
+                c = ctx[i : i + CHUNK].reshape(-1, L)
+                y = tgt[i : i + CHUNK].reshape(-1, H).astype(np.float64)
+                x, shift, scale = self._normalise(c)
+                yield self._features(x), (y - shift) / scale, scale[:, 0] ** 2
 
     # --- contract ---------------------------------------------------------
-    def fit(self, train: np.ndarray, val: np.ndarray | None, spec: TaskSpec) -> Self:
+    def fit(self, train: np.ndarray | Sequence[Segment], val: np.ndarray | Segment | None, spec: TaskSpec) -> Self:
+        """Fit on every window of ``train`` (scaled [T, C], or segments); choose alpha on ``val``."""
         L, H = spec.context_length, spec.horizon
+        val = as_values(val)
         gram = xty = x_sum = y_sum = None
         n_rows, w_sum = 0, 0.0
-        for x, y, sw in self._blocks(train, L, H):
+        for x, y, sw in self._blocks(as_segments(train), L, H):
             xw = x * sw[:, None]
             if gram is None:
                 gram, xty, x_sum, y_sum = xw.T @ x, xw.T @ y, xw.sum(0), sw @ y
@@ -138,7 +143,8 @@ class RidgeLinear:
                 y_sum += sw @ y
             n_rows += x.shape[0]
             w_sum += float(sw.sum())
-        assert gram is not None and xty is not None and x_sum is not None and y_sum is not None
+        if gram is None or xty is None or x_sum is None or y_sum is None:
+            raise ValueError(f"{self.name}: no training window of context_length {L} + horizon {H} fits in `train`.")
         # With an intercept, centre (the intercept is not shrunk); then solve
         # (G + a W I) w = X'y for every alpha through one eigendecomposition
         # (W: the total sample weight, n rows when unweighted).
@@ -180,8 +186,18 @@ class RidgeLinear:
         self.n_train_rows_ = n_rows
         return self
 
+    def frozen(self) -> Self:
+        """An unfitted copy with the ridge strength fixed to the one this fit chose."""
+        if not hasattr(self, "alpha_"):
+            raise not_fitted(self.name)
+        twin = type(self)(self.normalization, (self.alpha_,), self.decomposition)
+        twin.name = self.name
+        return twin
+
     def predict(self, context: np.ndarray) -> np.ndarray:
         """context [N, C, L] -> forecast [N, C, H]."""
+        if not hasattr(self, "weights_"):
+            raise not_fitted(self.name)
         context = check_context(context, self.context_length_)
         n, c, L = context.shape
         x, shift, scale = self._normalise(context.reshape(-1, L))

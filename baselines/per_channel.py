@@ -1,6 +1,6 @@
 """Plumbing shared by members fitted one channel at a time (ARIMA, ETS).
 
-Channels are fitted in parallel through :func:`hybrid.parallel.parallel_map`;
+Channels are fitted in parallel through :func:`kernel.parallel.parallel_map`;
 a channel that cannot be fitted falls back to seasonal naive, visibly (a
 warning and its ``channel_status_`` entry), and never stops the run.
 Subclasses provide ``_forecast_channel(model, context [N, L]) -> [N, H]``.
@@ -8,16 +8,17 @@ Subclasses provide ``_forecast_channel(model, context [N, L]) -> [N, H]``.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Self
 
 import numpy as np
 
 from baselines.naive import SeasonalNaive
-from hybrid.contract import TaskSpec, check_context
-from hybrid.parallel import parallel_map
+from kernel.contract import Segment, TaskSpec, check_context, not_fitted
+from kernel.parallel import parallel_map
 
 logger = logging.getLogger(__name__)
 
@@ -57,24 +58,50 @@ def guarded_fit(
     return status
 
 
+FALLBACK = "fallback"  # the fixed choice of a channel that fell back in the fit a refit copies
+
+
 class PerChannelMember:
-    """Base of members that hold one fitted model (or None) per channel."""
+    """Base of members that hold one fitted model (or None) per channel.
+
+    ``fixed_choices`` (set by :meth:`frozen`): per channel, the choice a refit
+    keeps (None: choose again; ``FALLBACK``: seasonal naive again).
+    """
 
     name = "per_channel"
+    fixed_choices: list[Any] | None = None
+
+    def _choice(self, model: Any) -> Any:
+        raise NotImplementedError
+
+    def frozen(self) -> Self:
+        """An unfitted copy that refits each channel's parameters with the orders / form this fit chose."""
+        if not hasattr(self, "models_"):
+            raise not_fitted(self.name)
+        twin = copy.copy(self)
+        for attr in [a for a in vars(twin) if a.endswith("_")]:
+            delattr(twin, attr)
+        twin.fixed_choices = [FALLBACK if m is None else self._choice(m) for m in self.models_]
+        return twin
+
+    def _fixed(self, channel: int) -> Any:
+        return None if self.fixed_choices is None else self.fixed_choices[channel]
 
     def _fit_channels(
         self,
         fit_one: Callable[..., dict[str, Any]],
         tasks: list[tuple],
-        train: np.ndarray,
-        val: np.ndarray | None,
+        train: Sequence[Segment],
         spec: TaskSpec,
         fallback_period: int | None,
         note: str = "",
     ) -> None:
         """Fit every channel; each result is a status dict with an optional "model"."""
+        if self.fixed_choices is not None and len(self.fixed_choices) != len(tasks):
+            raise ValueError(f"{self.name}: the frozen copy was fitted on {len(self.fixed_choices)} channels; "
+                             f"got {len(tasks)}.")
         results = parallel_map(fit_one, tasks, n_jobs=spec.n_jobs, backend=spec.backend,
-                               desc=f"{self.name}: fit {len(tasks)} channels")
+                               dask_address=spec.dask_address, desc=f"{self.name}: fit {len(tasks)} channels")
         self.models_: list[Any | None] = [r.pop("model", None) for r in results]
         self.channel_status_: list[dict[str, Any]] = results
         for r in results:
@@ -82,7 +109,7 @@ class PerChannelMember:
                 r["reason"] = "; ".join(filter(None, [note, r["reason"]]))
             if r["status"] != "ok":
                 logger.warning("%s: channel %d falls back to seasonal naive: %s", self.name, r["channel"], r["reason"])
-        self.fallback_ = SeasonalNaive(period=fallback_period).fit(train, val, spec)
+        self.fallback_ = SeasonalNaive(period=fallback_period).fit(train, None, spec)
         self.context_length_ = spec.context_length
         self.horizon_ = spec.horizon
 
@@ -91,6 +118,8 @@ class PerChannelMember:
 
     def predict(self, context: np.ndarray) -> np.ndarray:
         """context [N, C, L] (scaled) -> forecast [N, C, H] float32."""
+        if not hasattr(self, "models_"):
+            raise not_fitted(self.name)
         context = check_context(context, self.context_length_)
         n_windows, n_channels, _ = context.shape
         if n_channels != len(self.models_):

@@ -36,9 +36,9 @@ sys.path.insert(0, str(ROOT))
 from baselines.arima import Arima  # noqa: E402
 from baselines.ets import Ets  # noqa: E402
 from baselines.naive import SeasonalNaive  # noqa: E402
-from hybrid.contract import TaskSpec  # noqa: E402
-from hybrid.periods import detect_periods  # noqa: E402
-from hybrid.protocol import Scaler, make_split, mse_mae, windows  # noqa: E402
+from kernel.contract import TaskSpec  # noqa: E402
+from kernel.periods import detect_periods  # noqa: E402
+from kernel.protocol import Scaler, make_split, mse_mae, windows  # noqa: E402
 
 L = 512
 HORIZONS = (96, 192, 336, 720)

@@ -32,9 +32,9 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hybrid.config import Config  # noqa: E402
-from hybrid.contract import TaskSpec  # noqa: E402
 from hybrid.members import make_member  # noqa: E402
-from hybrid.protocol import Scaler, make_split, mse_mae, windows  # noqa: E402
+from kernel.contract import TaskSpec  # noqa: E402
+from kernel.protocol import Scaler, make_split, mse_mae, windows  # noqa: E402
 from llm_core.config import CoreConfig  # noqa: E402
 
 DESCRIPTION = (

@@ -7,8 +7,8 @@ from typing import Any, Self
 
 from hybrid import artifacts
 from hybrid.config import Config, load_config
-from hybrid.data import dataset_name
 from hybrid.pipeline import ForecastResult, fit_run, forecast_run
+from kernel.data import dataset_name
 
 
 class HybridForecaster:
@@ -21,7 +21,7 @@ class HybridForecaster:
 
     Args:
         config: a full :class:`Config`; when None it is built from
-            ``configs/default.yaml`` and the dataset's file at ``fit`` time.
+            ``hybrid/configs/default.yaml`` and the dataset's file at ``fit`` time.
         config_file: an extra YAML layer.
         sets: ``["section.key=value", ...]`` overrides.
         **task: shortcuts for the ``task`` section (horizons, context_length,
@@ -52,9 +52,12 @@ class HybridForecaster:
         overrides = {"task": task} if task else None
         return load_config(dataset_name(data), self.config_file, overrides, self.sets)
 
-    def fit(self, data: str | None = None, run_dir: str | Path | None = None) -> Self:
-        """Fit on a CSV path or built-in dataset name; writes a run directory."""
-        result = fit_run(self.resolve_config(data), data, run_dir)
+    def fit(self, data: str | None = None, run_dir: str | Path | None = None, overwrite: bool = False) -> Self:
+        """Fit on a CSV path or built-in dataset name; writes a run directory.
+
+        A ``run_dir`` that already holds a run is refused unless ``overwrite``.
+        """
+        result = fit_run(self.resolve_config(data), data, run_dir, overwrite=overwrite)
         self.run_dir_, self.manifest_ = result.run_dir, result.manifest
         return self
 
@@ -82,5 +85,5 @@ class HybridForecaster:
         return {
             "dataset": self.manifest_["dataset"],
             "context_length": self.manifest_["context_length"],
-            "horizons": self.manifest_["metrics"],
+            "horizons": {H: entry["metrics"] for H, entry in self.manifest_["results"].items()},
         }

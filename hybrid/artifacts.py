@@ -1,28 +1,47 @@
-"""Run directories: written atomically, never loaded half-written.
+"""Run directories: unique, written atomically, never loaded half-written.
 
-A fit writes everything into ``<runs>/.incomplete-<name>-<pid>/`` and renames
-it to its final name only once ``manifest.json`` (with ``"complete": true``)
-is in place; ``<runs>/latest`` is then re-pointed with an atomic rename of a
-fresh symlink. An interrupted fit leaves at most an ``.incomplete-*`` folder,
-which nothing loads.
+A fit claims its run folder first: an automatic name ``<runs>/<dataset>-<time>``
+(``-2``, ``-3``, ... when that exists) is created empty with ``os.mkdir``,
+which fails for a name another fit already took, so two fits never share a
+folder. Everything is written into ``<runs>/.incomplete-<name>-<token>-<pid>/``
+beside it, which is renamed onto the claimed empty folder only once
+``manifest.json`` (with ``"complete": true``) is in place; ``<runs>/latest`` is
+then re-pointed with an atomic rename of a fresh symlink. An interrupted fit
+leaves at most a staging folder, which no command loads and the next fit in
+that folder removes once its process is gone. An explicit run folder that
+already holds a run is replaced only when asked (``overwrite``).
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
+import re
 import shutil
+import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import joblib
 
-from hybrid.errors import HybridInputError
+from kernel.errors import HybridInputError
+
+logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 DEFAULT_RUNS = Path("runs")
+STAGE_PREFIX = ".incomplete-"
+OLD_PREFIX = ".old-"
+LATEST_TMP_PREFIX = ".latest-"
+STAMP_ENV = "HYBRID_RUN_STAMP"
+_PRIVATE = re.compile(r"^\.(?:incomplete|old|latest)-(?:.*-)?(\d+)$")
+_STAMP = re.compile(r"^\d{8}-\d{6}$")
+_MAX_SUFFIX = 10_000
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -44,50 +63,243 @@ def _jsonable(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-@contextmanager
-def staged_run_dir(final: Path) -> Iterator[Path]:
-    """Yield a staging folder that becomes ``final`` only if the block succeeds.
+class StagedRun(NamedTuple):
+    """Where a fit writes (``stage``) and where the run will be (``final``, resolved)."""
 
-    An existing ``final`` is replaced (moved aside, then deleted) only after
-    the new run is complete.
+    stage: Path
+    final: Path
+
+
+def run_stamp() -> str:
+    """The UTC time stamp in automatic run names, ``YYYYmmdd-HHMMSS``.
+
+    Test hook: the environment variable ``HYBRID_RUN_STAMP`` (same format)
+    replaces the clock, so that tests can make fits collide on one name.
     """
-    final = final.resolve()
-    final.parent.mkdir(parents=True, exist_ok=True)
-    stage = final.parent / f".incomplete-{final.name}-{os.getpid()}"
-    if stage.exists():
-        shutil.rmtree(stage)
-    stage.mkdir()
+    forced = os.environ.get(STAMP_ENV)
+    if forced:
+        if not _STAMP.match(forced):
+            raise HybridInputError(f"{STAMP_ENV}={forced!r} is not YYYYmmdd-HHMMSS; unset it (it is a test hook).")
+        return forced
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+
+
+def claim_run_dir(parent: Path, base: str) -> Path:
+    """Create and return the empty folder ``parent/base``, or ``base-2``, ``base-3``, ... if taken.
+
+    Each name is tried with ``os.mkdir``, which fails when the name exists, so
+    concurrent fits (processes or threads) always get distinct folders and
+    nothing existing is touched.
+
+    Args:
+        parent: the runs folder (created if missing).
+        base: the preferred name, e.g. ``ETTh1-20260101-000000``.
+
+    Returns:
+        The claimed folder (empty; commands treat it as "not a complete run").
+    """
+    parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1, _MAX_SUFFIX):
+        path = parent / (base if n == 1 else f"{base}-{n}")
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            continue
+        return path
+    raise HybridInputError(f"{parent} already holds {_MAX_SUFFIX - 1} runs named {base}*; clean it or pass --run-dir.")
+
+
+def check_run_dir(run_dir: str | Path | None, overwrite: bool = False) -> None:
+    """Refuse an explicit run folder that must not be written; call before any fitting work.
+
+    A missing or empty folder may be used; one holding a run (``manifest.json``)
+    only with ``overwrite``; anything else (a file, a non-empty folder without
+    a manifest) never.
+
+    Args:
+        run_dir: the ``--run-dir`` given, or None for an automatic name (always fine).
+        overwrite: whether an existing run there may be replaced.
+
+    Raises:
+        HybridInputError: one line naming the folder and the fix.
+    """
+    if run_dir is None:
+        return
+    path = Path(run_dir)
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise HybridInputError(f"--run-dir {path} exists and is not a folder; pass a new or empty folder.")
+    if (path / MANIFEST).is_file():
+        if not overwrite:
+            raise HybridInputError(f"--run-dir {path} already holds a run; pass --overwrite to replace it, "
+                                   "or choose another folder.")
+        return
+    if any(path.iterdir()):
+        raise HybridInputError(f"--run-dir {path} is not empty and holds no run (no {MANIFEST}); pass a new or "
+                               "empty folder (--overwrite replaces only runs).")
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (unknown counts as alive, so nothing live is removed)."""
+    if pid <= 0:
+        return True
     try:
-        yield stage
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True
+    return True
+
+
+def _private_name(prefix: str, name: str = "") -> str:
+    """``<prefix><name>-<token>-<pid>``: unique per process and thread, the pid last."""
+    middle = f"{name}-" if name else ""
+    return f"{prefix}{middle}{uuid.uuid4().hex[:8]}-{os.getpid()}"
+
+
+def remove_stale(parent: Path) -> list[Path]:
+    """Remove what killed fits left in ``parent``: ``.incomplete-*-<pid>``, ``.old-*-<pid>``, ``.latest-*-<pid>``.
+
+    Only entries whose process no longer exists (``os.kill(pid, 0)`` raises
+    ProcessLookupError) are removed; each is first renamed to a private name
+    so that concurrent fits never remove the same one twice.
+
+    Args:
+        parent: a runs folder.
+
+    Returns:
+        The entries removed (their original paths); logged in one line.
+    """
+    if not parent.is_dir():
+        return []
+    removed = []
+    for entry in sorted(parent.iterdir()):
+        match = _PRIVATE.match(entry.name)
+        if match is None or _pid_alive(int(match.group(1))):
+            continue
+        if entry.is_symlink() or not entry.is_dir():
+            with suppress(FileNotFoundError):
+                entry.unlink()
+                removed.append(entry)
+            continue
+        trash = parent / _private_name(OLD_PREFIX, "stale")
+        try:
+            os.rename(entry, trash)
+        except FileNotFoundError:  # another fit took it first
+            continue
+        shutil.rmtree(trash, ignore_errors=True)
+        removed.append(entry)
+    if removed:
+        logger.warning("removed %s, left in %s by fit(s) that no longer run", ", ".join(p.name for p in removed), parent)
+    return removed
+
+
+def _claim_target(final: Path, overwrite: bool) -> bool:
+    """Claim an explicit run folder; True when this fit created it (and so removes it on failure)."""
+    try:
+        os.mkdir(final)
+    except FileExistsError:
+        check_run_dir(final, overwrite)  # it may have changed while the fit ran
+        return False
+    return True
+
+
+def _move_in(stage: Path, final: Path, overwrite: bool) -> None:
+    """Rename the complete ``stage`` onto ``final`` (an empty folder, or a run when ``overwrite``)."""
     old = None
-    if final.exists():
-        old = final.parent / f".old-{final.name}-{os.getpid()}"
+    if overwrite and (final / MANIFEST).is_file():
+        old = final.parent / _private_name(OLD_PREFIX, final.name)
         os.replace(final, old)
-    os.replace(stage, final)
+    try:
+        os.replace(stage, final)  # onto an empty folder: atomic; onto a non-empty one: fails
+    except BaseException as exc:
+        if old is not None and not final.exists():
+            os.replace(old, final)  # put the old run back
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+            raise HybridInputError(f"{final} was filled by another fit while this one ran; nothing was replaced. "
+                                   "Fit again into another folder, or pass --overwrite to replace it.") from None
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+@contextmanager
+def staged_run_dir(run_dir: str | Path | None, name: str, *, overwrite: bool = False,
+                   parent: Path = DEFAULT_RUNS) -> Iterator[StagedRun]:
+    """Yield a staging folder that becomes the run folder only if the block succeeds.
+
+    Stale leftovers of killed fits beside the run are removed first
+    (:func:`remove_stale`). Nothing existing is replaced unless ``overwrite``
+    and the target holds a run, which is then moved aside and deleted only
+    after the new run is in place. On failure the staging folder and a folder
+    this fit claimed are removed.
+
+    Args:
+        run_dir: an explicit run folder, or None for ``parent/<name>-<stamp>``
+            made unique by :func:`claim_run_dir`.
+        name: the dataset name, for the automatic folder name.
+        overwrite: replace an existing run at ``run_dir``.
+        parent: where automatic run folders go.
+
+    Yields:
+        ``(stage, final)``: write into ``stage``; ``final`` is where the run lands.
+
+    Raises:
+        HybridInputError: ``run_dir`` must not be written (see :func:`check_run_dir`).
+    """
+    if run_dir is None:
+        parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(parent)
+        final = claim_run_dir(parent, f"{name}-{run_stamp()}").resolve()
+        claimed = True
+    else:
+        final = Path(run_dir).resolve()
+        final.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(final.parent)
+        claimed = _claim_target(final, overwrite)
+    try:
+        stage = final.parent / _private_name(STAGE_PREFIX, final.name)
+        stage.mkdir()
+    except BaseException:
+        if claimed:
+            with suppress(OSError):
+                final.rmdir()
+        raise
+    try:
+        yield StagedRun(stage, final)
+        _move_in(stage, final, overwrite)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        if claimed:
+            with suppress(OSError):
+                final.rmdir()  # only while still empty
+        raise
+
+
 def point_latest(run_dir: Path) -> None:
-    """Make ``<parent>/latest`` a symlink to ``run_dir`` (atomic replace)."""
+    """Make ``<parent>/latest`` a symlink to ``run_dir`` (atomic replace; the last caller wins)."""
     run_dir = run_dir.resolve()
     link = run_dir.parent / "latest"
-    tmp = run_dir.parent / f".latest-{os.getpid()}"
-    if tmp.is_symlink() or tmp.exists():
-        tmp.unlink()
+    tmp = run_dir.parent / _private_name(LATEST_TMP_PREFIX)
     tmp.symlink_to(run_dir.name)
-    os.replace(tmp, link)
+    try:
+        os.replace(tmp, link)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def resolve_run_dir(run_dir: str | Path | None) -> Path:
-    """The run to load: ``run_dir`` or ``runs/latest``; checked complete."""
+    """The run to load: ``run_dir`` or ``runs/latest``; checked complete (never a staging folder)."""
     path = Path(run_dir) if run_dir else DEFAULT_RUNS / "latest"
     if not path.exists():
         hint = "run `hybrid fit` first" if run_dir is None else "pass --run-dir with a folder `hybrid fit` wrote"
         raise HybridInputError(f"no run found at {path}; {hint}.")
+    if _PRIVATE.match(path.resolve().name):
+        raise HybridInputError(f"{path} is a working folder of a fit, not a run; pass --run-dir with a folder "
+                               "`hybrid fit` wrote.")
     manifest = path / MANIFEST
     if not manifest.is_file():
         raise HybridInputError(
@@ -130,3 +342,12 @@ def load_member(path: Path, kind: str, cls_path: str) -> Any:
 
     cls = getattr(importlib.import_module(module), cls_name)
     return cls.load(path)
+
+
+def save_object(obj: Any, path: Path) -> None:
+    """Pickle ``obj`` (a fitted combination) with joblib."""
+    joblib.dump(obj, path)
+
+
+def load_object(path: Path) -> Any:
+    return joblib.load(path)

@@ -13,13 +13,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hybrid.errors import HybridInputError
+from kernel.errors import HybridInputError
 
 logger = logging.getLogger("hybrid")
 
 # router.mode values (router.learned.ROUTER_MODES + router.static.STATIC_MODES), kept
 # literal so that `hybrid --help` imports nothing heavy
-ROUTER_CHOICES = ("vote", "select", "rules", "equal", "inverse_error", "best_single")
+ROUTER_CHOICES = ("vote", "select", "rules", "equal", "inverse_error", "best_single", "top_k")
 
 
 def _positive_int(text: str) -> int:
@@ -54,10 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--target", help="target column (default OT when present, else the last column)")
     fit.add_argument("--config", help="extra YAML config layer")
     fit.add_argument("--run-dir", help="write the run here (default runs/<dataset>-<time>, linked as runs/latest)")
+    fit.add_argument("--overwrite", action="store_true",
+                     help="replace the run already in --run-dir (default: refuse; automatic names never collide)")
     fit.add_argument("--seed", type=int, help="seed for numpy, torch and scikit-learn")
     fit.add_argument("--router", choices=ROUTER_CHOICES,
                      help="what `hybrid` is: the learned router's vote (default), select or rules, "
-                          "or a static combiner (equal, inverse_error, best_single)")
+                          "or a static combiner (equal, inverse_error, best_single, top_k)")
+    fit.add_argument("--level", type=float, nargs="+", metavar="PCT",
+                     help="prediction-interval levels in percent, e.g. 80 95 (default; task.levels)")
     fit.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                      help="override any config key, repeatable (e.g. --set core.llm_layers=2)")
     fit.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS)
@@ -72,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="test-set MSE / MAE per member and horizon")
     ev.add_argument("--run-dir", help="run to use (default runs/latest)")
     ev.add_argument("--json", action="store_true", help="print JSON for scripts")
+    ev.add_argument("--per-channel", action="store_true", help="also print test MSE per output channel")
     ev.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS)
 
     rp = sub.add_parser("report", help="re-render the vote report of the last forecast")
@@ -93,6 +98,8 @@ def _fit_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         task["period_experts"] = []  # --members is the whole list; name period experts as name@p
     if args.seed is not None:
         task["seed"] = args.seed
+    if args.level is not None:
+        task["levels"] = list(args.level)
     if args.features:
         data["features"] = args.features
     if args.target:
@@ -114,11 +121,11 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 def cmd_fit(args: argparse.Namespace) -> int:
     from hybrid.config import load_config
-    from hybrid.data import dataset_name
     from hybrid.pipeline import fit_run
+    from kernel.data import dataset_name
 
     cfg = load_config(dataset_name(args.data), args.config, _fit_overrides(args), args.set)
-    result = fit_run(cfg, args.data, args.run_dir)
+    result = fit_run(cfg, args.data, args.run_dir, overwrite=args.overwrite)
     m = result.manifest
     print(f"fitted {len(m['members'])} member(s) on {m['dataset']} ({m['n_rows']} rows x "
           f"{len(m['columns'])} channels, {m['freq']}) in {m['fit_seconds_total']:.1f} s")
@@ -127,17 +134,42 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_metrics(m: dict[str, Any]) -> None:
-    for H, by_member in m["metrics"].items():
-        rows = []
-        for name, scores in by_member.items():
-            label = f"{name} ({scores['router']})" if "router" in scores else name
-            if scores.get("fallback"):
-                label = f"{name} ({scores['router']} -> {scores['fallback']}, fallback)"
-            rows.append([label, f"{scores['val']['mse']:.4f}", f"{scores['test']['mse']:.4f}",
-                         f"{scores['test']['mae']:.4f}"])
-        print(f"\nhorizon {H} (scaled units, every window)")
-        print(_table(rows, ["member", "val mse", "test mse", "test mae"]))
+def _label(name: str, scores: dict[str, Any]) -> str:
+    if scores.get("fallback"):
+        return f"{name} ({scores['router']} -> {scores['fallback']}, fallback)"
+    return f"{name} ({scores['router']})" if "router" in scores else name
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _print_metrics(m: dict[str, Any], per_channel: bool = False) -> None:
+    refit = "train+val refit" if m["config"]["task"]["refit"] == "train+val" else "train-only fit"
+    for H, entry in m["results"].items():
+        rows, bands = [], []
+        for name, scores in entry["metrics"].items():
+            test = scores.get("test") or {}
+            train = scores.get("test_train_only") or {}
+            rows.append([_label(name, scores), _fmt(scores.get("oof", {}).get("mse")), _fmt(test.get("mse")),
+                         _fmt(test.get("mae")), _fmt(train.get("mse")) if train is not test else "-"])
+            for level, b in (test.get("intervals") or {}).items():
+                bands.append([name, level, f"{b['coverage']:.3f}", f"{b['width']:.3f}", f"{b['interval_score']:.3f}"])
+        print(f"\nhorizon {H} (scaled units; out-of-fold over train+val, test over every window; members: {refit})")
+        print(_table(rows, ["member", "oof mse", "test mse", "test mae", "train-only test mse"]))
+        if bands:
+            print("\nprediction intervals on test (conformal, from out-of-fold errors)")
+            print(_table(bands, ["forecast", "level %", "coverage", "mean width", "interval score"]))
+        gated = entry.get("gate", {}).get("gated") or {}
+        for member, channels in gated.items():
+            print(f"note: {member} is set aside on {', '.join(channels)} (sanity gate; see the manifest)")
+        if per_channel:
+            names = list(entry["metrics"])
+            channels = list(next(iter(entry["metrics"].values()))["test"]["per_channel"])
+            table = [[n, *[_fmt(entry["metrics"][n]["test"]["per_channel"][c]["mse"]) for c in channels]]
+                     for n in names if entry["metrics"][n].get("test")]
+            print(f"\ntest mse per channel, horizon {H}")
+            print(_table(table, ["member", *channels]))
 
 
 def cmd_forecast(args: argparse.Namespace) -> int:
@@ -183,7 +215,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "dataset": report["dataset"],
             "context_length": report["context_length"],
             "horizons": {
-                H: {name: {"mse": s["test"]["mse"], "mae": s["test"]["mae"]} for name, s in by.items()}
+                H: {name: {"mse": s["test"]["mse"], "mae": s["test"]["mae"], "oof_mse": s.get("oof", {}).get("mse"),
+                           **({"per_channel": s["test"]["per_channel"]} if args.per_channel else {}),
+                           **({"intervals": s["test"]["intervals"]} if "intervals" in s["test"] else {})}
+                    for name, s in by.items() if s.get("test")}
                 for H, by in report["horizons"].items()
             },
         }
@@ -191,7 +226,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return 0
     assert model.manifest_ is not None
     print(f"{report['dataset']}, context_length {report['context_length']}, run {model.run_dir_}")
-    _print_metrics(model.manifest_)
+    _print_metrics(model.manifest_, per_channel=args.per_channel)
     return 0
 
 
@@ -224,3 +259,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def main_entry() -> None:
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    main_entry()

@@ -1,7 +1,7 @@
 """Configuration: frozen dataclasses loaded from YAML, strict about keys.
 
-Layers, later wins: ``configs/default.yaml`` < the dataset's own file
-(``configs/<dataset>.yaml`` when one matches) < ``--config FILE`` < CLI
+Layers, later wins: ``hybrid/configs/default.yaml`` < the dataset's own file
+(``hybrid/configs/<dataset>.yaml`` when one matches) < ``--config FILE`` < CLI
 flags < ``--set section.key=value``. An unknown section or key, or a value of
 the wrong type, is a :class:`HybridInputError` that names it and lists the
 valid ones.
@@ -13,34 +13,24 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from baselines.config import ArimaConfig, EtsConfig, LinearConfig, SeasonalNaiveConfig
-from hybrid.errors import HybridInputError
+from kernel.data import DataConfig
+from kernel.errors import HybridInputError
 from llm_core.config import CoreConfig
+from router.config import RouterConfig
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+# The shipped YAML files live inside the package (hybrid/configs/), so that a wheel
+# or a non-editable install has them too; they are read through importlib.resources.
+CONFIG_DIR = resources.files("hybrid") / "configs"
 
 
-@dataclass(frozen=True)
-class DataConfig:
-    """How the series is read and checked (see README, "Config reference")."""
-
-    name: str = ""  # dataset name in reports; default: file stem or built-in name
-    description: str = ""  # domain description used in the core's prompt
-    time_column: str = "auto"  # auto: date / ds / timestamp / time / datetime, else the first column
-    target: str = "auto"  # auto: OT when present, else the last column
-    features: str = "M"  # M: all in, all out; S: target only; MS: all in, target out
-    missing: str = "error"  # NaN, inf, sentinels: error | interpolate | ffill | drop
-    sentinels: tuple[float, ...] = (-9999.0, -99999.0)  # values that mean "missing"
-    duplicates: str = "error"  # duplicate timestamps: error | first | mean
-    gaps: str = "error"  # irregular spacing: error | interpolate | allow
-    freq: str = "auto"  # pandas alias, or auto (inferred from the timestamps)
-    split: str = "auto"  # auto (ett for ETT* files, else ratio) | ett | ratio
-    split_ratios: tuple[float, ...] = (0.7, 0.1, 0.2)  # train / val / test fractions for split ratio
 
 
 @dataclass(frozen=True)
@@ -49,35 +39,37 @@ class TaskConfig:
 
     context_length: int = 512  # input length L
     horizons: tuple[int, ...] = (96,)  # every horizon H fitted (forecast serves any H up to the longest)
-    members: tuple[str, ...] = ("seasonal_naive", "linear")  # ensemble members (configs/default.yaml sets the real default)
+    members: tuple[str, ...] = ("seasonal_naive", "linear")  # ensemble members (the shipped default.yaml sets the default)
     period_experts: tuple[str, ...] = ()  # e.g. [seasonal_naive, ets]: adds name@p for each detected period p <= L/2
     seed: int = 0  # one seed for numpy, torch and scikit-learn
     n_periods: int = 3  # top-k periods detected on the training part
+    refit: str = "train+val"  # members behind the test forecasts: refitted on train+val (after every choice) | train
+    levels: tuple[float, ...] = (80.0, 95.0)  # interval levels in percent (conformal, from out-of-fold errors); [] for none
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """Cross-fitting: out-of-fold forecasts of the history, which every combination learns from."""
+
+    folds: int = 5  # K contiguous folds over train + val; each member is refitted without each fold
+    purge: int = 0  # rows left out on each side of a fold; 0: context_length + the longest horizon
+    core_folds: int = -1  # folds for the Time-LLM core; -1: auto (2 on CPU, stack.folds on a GPU)
+    max_windows: int = 2048  # out-of-fold windows (evenly spread) the router and the static combiners learn from
+    top_k_tolerance: float = 0.05  # top_k: members within this relative margin of the best out-of-fold MSE
+    gate_ratio: float = 2.0  # set a member aside on a channel where its OOF MSE exceeds this x min(seasonal naive, mean)
+    chunk_windows: int = 512  # test windows scored per chunk (bounds memory)
 
 
 @dataclass(frozen=True)
 class RuntimeConfig:
     """Where and how work runs."""
 
-    n_jobs: int = -1  # joblib workers for per-channel work; -1: all cores
+    n_jobs: int = -1  # joblib workers for per-channel work (joblib: -1 all cores, -2 all but one)
     backend: str = "loky"  # any joblib backend: loky | threading | multiprocessing | dask
     dask_address: str = ""  # scheduler address for backend dask; empty: a local cluster
     progress: bool = True  # progress bars on stderr
 
 
-@dataclass(frozen=True)
-class RouterConfig:
-    """How members are combined into the ``hybrid`` forecast."""
-
-    mode: str = "vote"  # vote | select | rules (learned) | equal | inverse_error | best_single (static)
-    holdout_fraction: float = 0.25  # last part of the validation windows held back to check the router
-    min_gain: float = 0.001  # relative MSE gain over equal and best single needed on the held-back part
-    l2: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0)  # L2 candidates of the softmax models, chosen on an inner split
-    max_iter: int = 300  # L-BFGS iterations of the softmax models
-    tree_depth: int = 3  # depth of the rules tree
-    tree_min_leaf: float = 0.02  # smallest leaf of the rules tree, as a fraction of the samples
-    backtest_steps: int = 0  # H' of the in-context backtest feature; 0: min(H, L // 4)
-    top_features: int = 5  # features listed per channel in the vote report
 
 
 @dataclass(frozen=True)
@@ -86,6 +78,7 @@ class Config:
     task: TaskConfig = field(default_factory=TaskConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     router: RouterConfig = field(default_factory=RouterConfig)
+    stack: StackConfig = field(default_factory=StackConfig)
     seasonal_naive: SeasonalNaiveConfig = field(default_factory=SeasonalNaiveConfig)
     linear: LinearConfig = field(default_factory=LinearConfig)
     arima: ArimaConfig = field(default_factory=ArimaConfig)
@@ -185,8 +178,8 @@ def _merge_into(base: dict[str, dict[str, Any]], layer: dict[str, Any], source: 
             base.setdefault(section, {})[key] = _coerce(value, hints[key], f"{source}: {section}.{key}")
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
+def read_yaml(path: str | Path | Traversable) -> dict[str, Any]:
+    path = Path(path) if isinstance(path, str) else path
     if not path.is_file():
         raise HybridInputError(f"config file not found: {path}; pass an existing YAML file to --config.")
     try:
@@ -218,11 +211,11 @@ def parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
 DATASET_ALIASES = {"exchange_rate": "exchange"}
 
 
-def dataset_config_file(dataset: str) -> Path | None:
-    """``configs/<dataset>.yaml`` for a known dataset name (case-insensitive)."""
-    key = dataset.lower()
-    candidate = CONFIG_DIR / f"{DATASET_ALIASES.get(key, key)}.yaml"
-    return candidate if candidate.is_file() and candidate.stem != "default" else None
+def dataset_config_file(dataset: str) -> Traversable | None:
+    """``hybrid/configs/<dataset>.yaml`` for a known dataset name (case-insensitive)."""
+    key = DATASET_ALIASES.get(dataset.lower(), dataset.lower())
+    candidate = CONFIG_DIR / f"{key}.yaml"
+    return candidate if key != "default" and candidate.is_file() else None
 
 
 def build_config(layers: list[tuple[str, dict[str, Any]]]) -> Config:
@@ -243,12 +236,12 @@ def load_config(
 ) -> Config:
     """The full layered config (see module docstring)."""
     layers: list[tuple[str, dict[str, Any]]] = [
-        ("configs/default.yaml", read_yaml(CONFIG_DIR / "default.yaml"))
+        ("hybrid/configs/default.yaml", read_yaml(CONFIG_DIR / "default.yaml"))
     ]
     if dataset:
         ds_file = dataset_config_file(dataset)
         if ds_file is not None:
-            layers.append((f"configs/{ds_file.name}", read_yaml(ds_file)))
+            layers.append((f"hybrid/configs/{ds_file.name}", read_yaml(ds_file)))
     if config_file:
         layers.append((str(config_file), read_yaml(config_file)))
     if overrides:

@@ -2,8 +2,9 @@
 
 A name may carry a period, ``seasonal_naive@24``: a period expert (note 9)
 tied to that season. ``make_member`` is the only place that knows every
-member; ``baselines`` never imports torch and ``llm_core`` is imported only
-when the core is asked for.
+member. ``llm_core`` is imported only when the core is asked for, because
+importing it imports torch (seconds, and memory, that a classical run does
+not need); ``baselines`` never imports torch.
 """
 
 from __future__ import annotations
@@ -11,63 +12,51 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+from baselines.arima import Arima
+from baselines.ets import Ets
+from baselines.linear import RidgeLinear
+from baselines.naive import Drift, SeasonalNaive, WindowMean
 from hybrid.config import Config
-from hybrid.contract import Forecaster
-from hybrid.errors import HybridInputError
+from kernel.contract import Forecaster
+from kernel.errors import HybridInputError
 
 
 def _seasonal_naive(cfg: Config, period: int | None) -> Forecaster:
-    from baselines.naive import SeasonalNaive
-
     return SeasonalNaive(period=period or cfg.seasonal_naive.period)
 
 
 def _linear(cfg: Config, period: int | None) -> Forecaster:
-    from baselines.linear import RidgeLinear
-
     return RidgeLinear(normalization=cfg.linear.normalization, alphas=cfg.linear.alphas)
 
 
 def _nlinear(cfg: Config, period: int | None) -> Forecaster:
-    from baselines.linear import RidgeLinear
-
     return RidgeLinear(normalization="last", alphas=cfg.linear.alphas)
 
 
 def _dlinear(cfg: Config, period: int | None) -> Forecaster:
-    from baselines.linear import RidgeLinear
-
     if cfg.linear.moving_avg < 3 or cfg.linear.moving_avg % 2 == 0:
         raise HybridInputError(f"linear.moving_avg must be an odd integer >= 3; got {cfg.linear.moving_avg}.")
     return RidgeLinear(normalization="none", alphas=cfg.linear.alphas, decomposition=cfg.linear.moving_avg)
 
 
 def _drift(cfg: Config, period: int | None) -> Forecaster:
-    from baselines.naive import Drift
-
     return Drift()
 
 
 def _mean(cfg: Config, period: int | None) -> Forecaster:
-    from baselines.naive import WindowMean
-
     return WindowMean()
 
 
 def _arima(cfg: Config, period: int | None) -> Forecaster:
-    from baselines.arima import Arima
-
     return Arima(**dataclasses.asdict(cfg.arima))  # the constructor takes the config's fields
 
 
 def _ets(cfg: Config, period: int | None) -> Forecaster:
-    from baselines.ets import Ets
-
     return Ets(**{**dataclasses.asdict(cfg.ets), "period": period or cfg.ets.period})
 
 
 def _timellm(cfg: Config, period: int | None) -> Forecaster:
-    from llm_core.member import TimeLLM  # imports torch: only when the core is asked for
+    from llm_core.member import TimeLLM  # imports torch: only when the core is asked for (not a cycle)
 
     core = cfg.core if cfg.runtime.progress else dataclasses.replace(cfg.core, progress=False)  # one switch for every bar
     return TimeLLM(core, period=period)
@@ -107,3 +96,8 @@ def make_member(name: str, cfg: Config) -> Forecaster:
     member = REGISTRY[base][0](cfg, period)
     member.name = name
     return member
+
+
+def uses_references(member: object) -> bool:
+    """Whether a member reads other members' forecasts (the core)."""
+    return bool(getattr(member, "uses_references", False))

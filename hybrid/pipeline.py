@@ -1,44 +1,61 @@
-"""The pipeline: fit every member for every horizon, score, combine, persist.
+"""The pipeline: cross-fit every member, learn the combination out of fold, score, persist.
 
 ``fit_run`` is what ``hybrid fit`` does; ``forecast_run`` what ``hybrid
-forecast`` does. Members are fitted on the scaled training part, scored on
-every validation and test window, and combined by weights learned on
-validation only; the test set chooses nothing.
+forecast`` does. Per horizon (DESIGN.md, "How data flows"):
+
+1. every classical member at every stage (:mod:`hybrid.crossfit`): selection
+   on train / val, one fit per fold, refit on train + val, production fit;
+2. their out-of-fold forecasts of (a sample of) every historical window, and
+   the sanity gate (:mod:`hybrid.stacking`);
+3. the core, trained on the out-of-fold forecasts of its reference members;
+4. the router and the static combiners, learned and checked fold by fold
+   (:mod:`router.fitting`), and conformal bands from the out-of-fold errors
+   (:mod:`hybrid.intervals`);
+5. the test part, scored chunk by chunk (:mod:`hybrid.evaluation`).
+
+The test part chooses nothing.
 """
 
 from __future__ import annotations
 
 import logging
-import platform
 import time
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from hybrid import artifacts
 from hybrid.config import Config, config_from_dict
-from hybrid.contract import TaskSpec
-from hybrid.data import Series, load_series, resolve_split_kind
-from hybrid.errors import HybridInputError
-from hybrid.members import REGISTRY, make_member, parse_member
-from hybrid.periods import detect_periods
-from hybrid.protocol import Scaler, make_split, mse_mae, windows
+from hybrid.crossfit import (
+    MemberFits,
+    RunData,
+    fit_member_stages,
+    oof_references,
+    predict_many,
+    window_contexts,
+)
+from hybrid.deployment import Deployment, deploy
+from hybrid.evaluation import Scoreboard
+from hybrid.intervals import check_levels, spread_of
+from hybrid.members import REGISTRY, make_member, parse_member, uses_references
+from hybrid.records import HorizonResult, build_manifest
+from hybrid.stacking import OOFWindows, baseline_mse, sanity_gate
+from kernel.contract import TaskSpec
+from kernel.data import load_series, resolve_split_kind
+from kernel.errors import HybridInputError
+from kernel.periods import detect_periods
+from kernel.protocol import FoldPlan, Scaler, make_fold_plan, make_split, windows
 from router.features import backtest_steps, shift_context
-from router.learned import ROUTER_MODES, Router, combine_per_window, fit_router
-from router.static import STATIC_MODES, combine, static_weights
+from router.models import ROUTER_MODES
+from router.static import STATIC_MODES
 
 logger = logging.getLogger(__name__)
 
 COMBINED = "hybrid"
-PACKAGES = ("hybrid-forecast", "numpy", "pandas", "statsmodels", "pmdarima", "scikit-learn",
-            "torch", "transformers")
 
 
 @dataclass
@@ -47,42 +64,7 @@ class FitResult:
     manifest: dict[str, Any]
 
 
-def _versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for pkg in PACKAGES:
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
-
-
-def _score(forecast: np.ndarray, target: np.ndarray, scaler: Scaler, channels: list[int]) -> dict[str, float]:
-    """MSE / MAE on scaled values and in original units, over the output channels."""
-    f, t = forecast[:, channels], target[:, channels]
-    mse, mae = mse_mae(f, t)
-    sub = Scaler(scaler.mean[channels], scaler.scale[channels])
-    mse_o, mae_o = mse_mae(sub.inverse(f, channel_axis=1), sub.inverse(np.asarray(t, np.float64), channel_axis=1))
-    return {"mse": mse, "mae": mae, "mse_original": mse_o, "mae_original": mae_o}
-
-
-def _task_spec(cfg: Config, series: Series, horizon: int, periods: tuple[int, ...]) -> TaskSpec:
-    n_jobs = cfg.runtime.n_jobs
-    if n_jobs < 1:
-        import os
-
-        n_jobs = os.cpu_count() or 1
-    return TaskSpec(
-        context_length=cfg.task.context_length,
-        horizon=horizon,
-        freq=series.freq,
-        periods=periods,
-        seed=cfg.task.seed,
-        n_jobs=n_jobs,
-        backend=cfg.runtime.backend,
-        channel_names=series.columns,
-        description=cfg.data.description,
-    )
+# ----------------------------------------------------------------------------- checks
 
 
 def expand_period_experts(members: tuple[str, ...], experts: tuple[str, ...], periods: tuple[int, ...],
@@ -101,7 +83,9 @@ def expand_period_experts(members: tuple[str, ...], experts: tuple[str, ...], pe
     return tuple(out)
 
 
-def check_members(names: tuple[str, ...]) -> None:
+def check_config(cfg: Config) -> tuple[int, ...]:
+    """Every config check that needs no data; returns the sorted horizons."""
+    names = cfg.task.members
     if not names:
         raise HybridInputError("task.members is empty; name at least one member (e.g. --members linear).")
     seen = set()
@@ -110,122 +94,6 @@ def check_members(names: tuple[str, ...]) -> None:
         if name in seen:
             raise HybridInputError(f"member {name!r} is listed twice in task.members.")
         seen.add(name)
-
-
-def check_router_mode(mode: str) -> None:
-    valid = (*ROUTER_MODES, *STATIC_MODES)
-    if mode not in valid:
-        raise HybridInputError(f"router.mode must be one of {', '.join(valid)}; got {mode!r}.")
-
-
-def router_file(horizon: int) -> str:
-    return f"router-h{horizon}.joblib"
-
-
-def _predict_all(members: dict[str, Any], context: np.ndarray, H: int) -> dict[str, np.ndarray]:
-    """member -> forecast [N, C, H] of ``context`` [N, C, L]."""
-    return {n: m.predict(context)[:, :, :H] for n, m in members.items()}
-
-
-def _combine_horizon(
-    cfg: Config,
-    H: int,
-    ok: list[str],
-    members: dict[str, Any],
-    periods: tuple[int, ...],
-    metrics: dict[str, Any],
-    val: tuple[np.ndarray, dict[str, np.ndarray], np.ndarray],
-    test: tuple[np.ndarray, dict[str, np.ndarray], np.ndarray],
-    scaler: Scaler,
-    out_ch: list[int],
-) -> tuple[dict[str, Any], Router | None]:
-    """Static combiners and, with two or more members, the learned router for one horizon.
-
-    Adds ``equal``, ``inverse_error``, ``best_single``, ``router_<mode>`` (what
-    each learned mode does, before any fallback; its validation score is
-    in-sample) and ``hybrid`` (what is deployed: ``router.mode``, or its
-    fallback) to ``metrics``; returns the manifest's combiner entry and the
-    router (None with a single member).
-    """
-    val_ctx, val_fc, val_tgt = val
-    test_ctx, test_fc, test_tgt = test
-    val_mse = {n: metrics[n]["val"]["mse"] for n in ok}
-    comb: dict[str, Any] = {}
-    for mode in STATIC_MODES:
-        w = static_weights(val_mse, mode)
-        metrics[mode] = {
-            "val": _score(combine(val_fc, w), val_tgt, scaler, out_ch),
-            "test": _score(combine(test_fc, w), test_tgt, scaler, out_ch),
-        }
-        comb[mode] = w
-    mode = cfg.router.mode
-    entry: dict[str, Any] = {"mode": mode, "weights": comb.get(mode), "static": comb}
-    if len(ok) < 2:
-        if mode in ROUTER_MODES:
-            reason = f"only one member ({ok[0]}) at H={H}; nothing to route"
-            logger.warning("router %s: %s; using it alone", mode, reason)
-            entry.update(fallback="best_single", fallback_reason=reason, weights=comb["best_single"])
-            metrics[COMBINED] = dict(metrics["best_single"], router=mode, fallback="best_single")
-        else:
-            metrics[COMBINED] = dict(metrics[mode], router=mode)
-        return entry, None
-
-    t0 = time.perf_counter()
-    L = val_ctx.shape[-1]
-    steps = backtest_steps(H, L, cfg.router.backtest_steps)
-    val_bt = _predict_all(members, shift_context(val_ctx, steps), H)
-    router = fit_router(val_ctx, {n: val_fc[n] for n in ok}, val_bt, val_tgt, out_ch, periods,
-                        cfg.router, cfg.task.seed)
-    test_bt = _predict_all(members, shift_context(test_ctx, steps), H)
-    X_val = router.features(val_ctx, {n: val_fc[n] for n in ok}, val_bt)
-    X_test = router.features(test_ctx, {n: test_fc[n] for n in ok}, test_bt)
-    for m in ROUTER_MODES:
-        metrics[f"router_{m}"] = {
-            "val": _score(combine_per_window(val_fc, ok, router.raw_weights(m, X_val)), val_tgt, scaler, out_ch),
-            "test": _score(combine_per_window(test_fc, ok, router.raw_weights(m, X_test)), test_tgt, scaler,
-                           out_ch),
-            "passed_check": router.check_[m]["passed"],
-        }
-    if mode in ROUTER_MODES:
-        fb = router.fallback_[mode]
-        if fb is None:
-            metrics[COMBINED] = {k: metrics[f"router_{mode}"][k] for k in ("val", "test")} | {"router": mode}
-        else:
-            metrics[COMBINED] = dict(metrics[fb], router=mode, fallback=fb)
-            entry["weights"] = comb[fb]
-        entry["fallback"] = fb
-        if fb is None:
-            w = router.weights(mode, X_val[:, out_ch]).reshape(-1, len(ok)).mean(0)
-            entry["weights"] = {n: float(v) for n, v in zip(ok, w, strict=True)}
-            entry["per_window"] = True
-    else:
-        metrics[COMBINED] = dict(metrics[mode], router=mode)
-    entry["router"] = {
-        "file": router_file(H),
-        "members": ok,
-        "features": router.names,
-        "backtest_steps": steps,
-        "check": router.check_,
-        "fallback": router.fallback_,
-        "rules": router.rule_table(),
-        "seconds": round(time.perf_counter() - t0, 2),
-    }
-    return entry, router
-
-
-def fit_run(cfg: Config, data: str | None, run_dir: str | Path | None = None) -> FitResult:
-    """Fit every member for every horizon and write a complete run directory.
-
-    Args:
-        cfg: the full config.
-        data: CSV path or built-in dataset name (None: the default dataset).
-        run_dir: where to write the run; default ``runs/<dataset>-<UTC time>``.
-
-    Returns:
-        The run directory and its manifest.
-    """
-    t_start = time.perf_counter()
-    check_members(cfg.task.members)
     for base in cfg.task.period_experts:
         if not REGISTRY.get(base, (None, False))[1]:
             takes = ", ".join(n for n, (_, p) in REGISTRY.items() if p)
@@ -233,139 +101,291 @@ def fit_run(cfg: Config, data: str | None, run_dir: str | Path | None = None) ->
     horizons = tuple(sorted(set(cfg.task.horizons)))
     if not horizons or min(horizons) < 1:
         raise HybridInputError(f"task.horizons must be positive integers; got {list(cfg.task.horizons)}.")
+    if cfg.task.context_length < 2:
+        raise HybridInputError(f"task.context_length must be at least 2; got {cfg.task.context_length}.")
+    valid = (*ROUTER_MODES, *STATIC_MODES)
+    if cfg.router.mode not in valid:
+        raise HybridInputError(f"router.mode must be one of {', '.join(valid)}; got {cfg.router.mode!r}.")
+    if cfg.task.refit not in ("train", "train+val"):
+        raise HybridInputError(f"task.refit must be train or train+val; got {cfg.task.refit!r}.")
+    if cfg.stack.max_windows < 0 or cfg.stack.gate_ratio <= 1.0 or cfg.stack.chunk_windows < 1:
+        raise HybridInputError("stack.max_windows must be >= 0, stack.gate_ratio > 1 and stack.chunk_windows >= 1.")
+    if cfg.runtime.n_jobs == 0:
+        raise HybridInputError("runtime.n_jobs must be a positive number of workers or negative (-1: all cores); got 0.")
+    check_levels(cfg.task.levels)
+    return horizons
+
+
+def prepare_data(cfg: Config, source: str | None, max_horizon: int) -> RunData:
+    """Load, split, scale and describe the series."""
     L = cfg.task.context_length
-    if L < 2:
-        raise HybridInputError(f"task.context_length must be at least 2; got {L}.")
-    check_router_mode(cfg.router.mode)
-    np.random.seed(cfg.task.seed)
-
-    series = load_series(data, cfg.data)
-    split_kind = resolve_split_kind(series.name, cfg.data.split)
-    split = make_split(series.n_rows, L, max(horizons), kind=split_kind, freq=series.freq,
-                       ratios=tuple(cfg.data.split_ratios))
-    train_raw = split.part(series.values, "train")
-    scaler = Scaler.fit(train_raw)
+    series = load_series(source, cfg.data)
+    kind = resolve_split_kind(series.name, cfg.data.split)
+    split = make_split(series.n_rows, L, max_horizon, kind=kind, freq=series.freq, ratios=tuple(cfg.data.split_ratios))
+    scaler = Scaler.fit(split.part(series.values, "train"))
     scaled = scaler.transform(series.values)
-    train, val, test = (split.part(scaled, p) for p in ("train", "val", "test"))
-    periods = detect_periods(train, k=cfg.task.n_periods)
-    logger.info("%s: %d rows x %d channels at %s; split %s; periods %s",
-                series.name, series.n_rows, len(series.columns), series.freq, split_kind,
-                list(periods.dominant))
-    out_ch = series.output_channels
-    member_names = expand_period_experts(cfg.task.members, cfg.task.period_experts, periods.dominant, L)
+    periods = detect_periods(split.part(scaled, "train"), k=cfg.task.n_periods)
+    logger.info("%s: %d rows x %d channels at %s; split %s; periods %s", series.name, series.n_rows,
+                len(series.columns), series.freq, kind, list(periods.dominant))
+    return RunData(series, split, scaler, scaled, periods, series.output_channels)
 
-    members_info: dict[str, dict[str, Any]] = {}
-    fitted: dict[tuple[str, int], Any] = {}
-    metrics: dict[str, dict[str, dict[str, Any]]] = {}
-    combiners: dict[str, dict[str, Any]] = {}
-    agnostic_cache: dict[str, Any] = {}
-    routers: dict[int, Router | None] = {}
 
-    progress = tqdm(total=len(horizons) * len(member_names), desc="fit", unit="member",
-                    disable=not cfg.runtime.progress)
-    for H in horizons:
-        spec = _task_spec(cfg, series, H, periods.dominant)
-        val_ctx, val_tgt = windows(val, L, H)
-        test_ctx, test_tgt = windows(test, L, H)
-        val_fc: dict[str, np.ndarray] = {}
-        test_fc: dict[str, np.ndarray] = {}
-        metrics[str(H)] = {}
-        for name in member_names:
-            progress.set_postfix_str(f"H={H} {name}")
-            info = members_info.setdefault(name, {"fit_seconds": {}, "predict_seconds": {}, "status": "ok"})
-            try:
-                t0 = time.perf_counter()
-                if name in agnostic_cache:
-                    member = agnostic_cache[name]
-                else:
-                    member = make_member(name, cfg)
-                    fit_spec = replace(spec, horizon=max(horizons)) if getattr(member, "horizon_agnostic", False) else spec
-                    # the core fits its reference members itself unless they are already fitted for this H
-                    fit_spec = replace(fit_spec, extra={**fit_spec.extra, "config": cfg, "fitted_members": {
-                        n: m for (n, h), m in fitted.items() if h == H}})
-                    member.fit(train, val, fit_spec)
-                    if getattr(member, "horizon_agnostic", False):
-                        agnostic_cache[name] = member
-                info["fit_seconds"][str(H)] = round(time.perf_counter() - t0, 3)
-                t0 = time.perf_counter()
-                val_fc[name] = member.predict(val_ctx)[:, :, :H]
-                test_fc[name] = member.predict(test_ctx)[:, :, :H]
-                info["predict_seconds"][str(H)] = round(time.perf_counter() - t0, 3)
-            except HybridInputError:
-                raise
-            except Exception as exc:  # a failing member never stops the run
-                logger.warning("member %s failed at H=%d: %s: %s", name, H, type(exc).__name__, exc)
-                info["status"] = "failed"
-                info["reason"] = f"{type(exc).__name__}: {exc}"
-                progress.update()
-                continue
-            fitted[(name, H)] = member
-            for attr in ("channel_status_", "alpha_", "period_", "n_trainable_", "n_frozen_"):
-                if hasattr(member, attr):
-                    info.setdefault("details", {})[attr.rstrip("_")] = getattr(member, attr)
-            metrics[str(H)][name] = {
-                "val": _score(val_fc[name], val_tgt, scaler, out_ch),
-                "test": _score(test_fc[name], test_tgt, scaler, out_ch),
-            }
-            progress.update()
-        ok = [n for n in member_names if n in val_fc]
+def task_spec(cfg: Config, data: RunData, horizon: int) -> TaskSpec:
+    return TaskSpec(
+        context_length=cfg.task.context_length,
+        horizon=horizon,
+        freq=data.series.freq,
+        periods=data.periods.dominant,
+        seed=cfg.task.seed,
+        n_jobs=cfg.runtime.n_jobs,
+        backend=cfg.runtime.backend,
+        dask_address=cfg.runtime.dask_address,
+        channel_names=data.series.columns,
+        description=cfg.data.description,
+    )
+
+
+def core_folds(cfg: Config) -> int:
+    """The core's fold count: ``stack.core_folds``, or auto (2 on CPU, ``stack.folds`` on a GPU)."""
+    if cfg.stack.core_folds > 0:
+        return cfg.stack.core_folds
+    if cfg.stack.core_folds == 0 or cfg.stack.core_folds < -1:
+        raise HybridInputError(f"stack.core_folds must be -1 (auto) or at least 2; got {cfg.stack.core_folds}.")
+    import importlib.util
+
+    on_gpu = False
+    if cfg.core.device != "cpu" and importlib.util.find_spec("torch") is not None:
+        import torch
+
+        on_gpu = torch.cuda.is_available()
+    return cfg.stack.folds if on_gpu else 2
+
+
+# ----------------------------------------------------------------------------- one horizon
+
+
+@dataclass
+class HorizonFitter:
+    """Fits, combines and scores every member for one horizon."""
+
+    cfg: Config
+    data: RunData
+    horizon: int
+    plan: FoldPlan
+    core_plan: FoldPlan
+    names: tuple[str, ...]
+    cache: dict[str, MemberFits]
+    bar: Any = None
+    fits: dict[str, MemberFits] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def L(self) -> int:  # noqa: N802 - the protocol's letter
+        return self.cfg.task.context_length
+
+    def _progress(self, name: str) -> Any:
+        def say(stage: str) -> None:
+            if self.bar is not None:
+                self.bar.set_postfix_str(f"H={self.horizon} {name}: {stage}")
+        return say
+
+    def _fit(self, name: str, plan: FoldPlan, spec: TaskSpec, references: Any = None) -> MemberFits | None:
+        member = make_member(name, self.cfg)
+        agnostic = getattr(member, "horizon_agnostic", False)
+        if agnostic and name in self.cache:
+            return self.cache[name]
+        try:
+            fitted_spec = replace(spec, horizon=self.cache_horizon) if agnostic else spec
+            fits = fit_member_stages(name, self.cfg, self.data, fitted_spec, plan, references, self._progress(name))
+        except HybridInputError:
+            raise
+        except Exception as exc:  # a failing member never stops the run
+            logger.warning("member %s failed at H=%d: %s: %s", name, self.horizon, type(exc).__name__, exc)
+            self.failed[name] = f"{type(exc).__name__}: {exc}"
+            return None
+        if agnostic:
+            self.cache[name] = fits
+        return fits
+
+    cache_horizon: int = 0
+
+    def run(self) -> HorizonResult:
+        cfg, data, H, L = self.cfg, self.data, self.horizon, self.L
+        t_start = time.perf_counter()
+        spec = task_spec(cfg, data, H)
+        steps = backtest_steps(H, L, cfg.router.backtest_steps)
+        out = data.out_ch
+        starts = self.plan.sample_starts(H, cfg.stack.max_windows)
+        ctx, tgt = window_contexts(data.scaled, starts, L, H)
+        oof = OOFWindows(starts, self.plan.fold_of(starts), ctx, tgt[:, out])
+        bt_ctx = shift_context(ctx, steps)
+        seconds: dict[str, float] = {}
+
+        core_names = [n for n in self.names if uses_references(make_member(n, cfg))]
+        classical = [n for n in self.names if n not in core_names]
+        for name in classical:
+            t0 = time.perf_counter()
+            fits = self._fit(name, self.plan, spec)
+            if fits is not None:
+                self.fits[name] = fits
+                oof.forecasts[name] = fits.oof(data.scaled, starts, ctx, H)[:, out]
+                oof.backtests[name] = fits.oof(data.scaled, starts, bt_ctx, H)[:, out, :steps]
+            seconds[name] = round(time.perf_counter() - t0, 3)
+            if self.bar is not None:
+                self.bar.update()
+        channels = [data.series.columns[j] for j in out]
+        baseline = baseline_mse(oof, spec, out)
+        gate = sanity_gate(oof, [n for n in classical if n in self.fits], baseline, cfg.stack.gate_ratio, channels) \
+            if any(n in self.fits for n in classical) else None
+
+        for name in core_names:
+            t0 = time.perf_counter()
+            wanted = tuple(cfg.core.reference_members)
+            usable = tuple(r for r in wanted if r in self.fits and (gate is None or gate.allowed_everywhere(r)))
+            for r in wanted:
+                if r not in usable:
+                    why = ("it failed or is not a member of this run" if r not in self.fits
+                           else "the sanity gate set it aside")
+                    logger.warning("%s: reference member %s is not used: %s.", name, r, why)
+            source = oof_references(self.fits, usable, data.scaled, L)
+            fits = self._fit(name, self.core_plan, spec, source)
+            if fits is not None:
+                self.fits[name] = fits
+                refs = None
+                if fits.reference_names:
+                    pick = [source.names.index(r) for r in fits.reference_names]
+                    refs = source.forecasts(starts, H)[:, :, pick]
+                oof.forecasts[name] = fits.oof(data.scaled, starts, ctx, H, refs)[:, out]
+            seconds[name] = round(time.perf_counter() - t0, 3)
+            if self.bar is not None:
+                self.bar.update()
+
+        ok = [n for n in self.names if n in self.fits]
         if not ok:
             raise RuntimeError(f"every member failed at horizon {H}; see the warnings above.")
-        combiners[str(H)], routers[H] = _combine_horizon(
-            cfg, H, ok, {n: fitted[(n, H)] for n in ok}, periods.dominant, metrics[str(H)],
-            (val_ctx, val_fc, val_tgt), (test_ctx, test_fc, test_tgt), scaler, out_ch)
-    progress.close()
+        gate = sanity_gate(oof, ok, baseline, cfg.stack.gate_ratio, channels)
+        t0 = time.perf_counter()
+        deployment, oof_combined = deploy(cfg, oof, ok, gate, data.periods.dominant, H, L, steps, out, channels,
+                                          [n for n in ok if n not in core_names])
+        deployment.references = {n: self.fits[n].reference_names for n in ok if self.fits[n].reference_names}
+        seconds["combine"] = round(time.perf_counter() - t0, 3)
+        t0 = time.perf_counter()
+        test_scores, train_only = self.score_test(deployment, channels)
+        seconds["test"] = round(time.perf_counter() - t0, 3)
+        seconds["total"] = round(time.perf_counter() - t_start, 3)
+        return HorizonResult(
+            horizon=H, members={n: self.fits[n] for n in ok}, failed=dict(self.failed), oof=oof,
+            oof_combined=oof_combined, gate=gate, deployment=deployment, test=test_scores,
+            test_train_only=train_only, seconds=seconds, channels=channels,
+        )
 
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    final = Path(run_dir) if run_dir else artifacts.DEFAULT_RUNS / f"{series.name}-{stamp}"
-    manifest: dict[str, Any] = {
-        "complete": True,
-        "format": 1,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "dataset": series.name,
-        "source": series.source,
-        "fingerprint": series.fingerprint(),
-        "columns": list(series.columns),
-        "output_columns": [series.columns[j] for j in out_ch],
-        "target": series.target,
-        "features": series.features,
-        "freq": series.freq,
-        "n_rows": series.n_rows,
-        "last_timestamp": str(series.timestamps[-1]),
-        "context_length": L,
-        "horizons": list(horizons),
-        "split": split.to_dict(),
-        "windows": {str(H): {p: split.n_windows(p, L, H) for p in ("train", "val", "test")} for H in horizons},
-        "scaler": scaler.to_dict(),
-        "periods": periods.to_dict(),
-        "members": members_info,
-        "combiner": combiners,
-        "metrics": metrics,
-        "config": cfg.to_dict(),
-        "versions": _versions(),
-        "seed": cfg.task.seed,
-    }
-    with artifacts.staged_run_dir(final) as stage:
+    # ------------------------------------------------------------------ test
+    def _stage_forecasts(self, stage: str, context: np.ndarray) -> dict[str, np.ndarray]:
+        """Every member's ``stage`` forecasts [n, C, H] of ``context``; the core gets its references' own."""
+        H = self.horizon
+        out: dict[str, np.ndarray] = {}
+        for name, fits in self.fits.items():
+            if not fits.reads_references:
+                out[name] = predict_many(getattr(fits, stage), context, H)
+        for name, fits in self.fits.items():
+            if fits.reads_references or uses_references(fits.selection):
+                refs = (np.stack([out[r] for r in fits.reference_names], axis=2) if fits.reference_names else None)
+                out[name] = predict_many(getattr(fits, stage), context, H, refs)
+        return out
+
+    def score_test(self, deployment: Deployment, channels: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Scores of every member (refit and train-only), every combination and the bands on the test part."""
+        cfg, data, H, L, out = self.cfg, self.data, self.horizon, self.L, self.data.out_ch
+        test_ctx, test_tgt = windows(data.segment("test").values, L, H)
+        board, board_train = Scoreboard(channels), Scoreboard(channels)
+        step = cfg.stack.chunk_windows
+        for i in range(0, test_ctx.shape[0], step):
+            ctx = np.ascontiguousarray(test_ctx[i : i + step])
+            tgt = np.asarray(test_tgt[i : i + step, out], dtype=np.float32)
+            fc = self._stage_forecasts("refit", ctx)
+            fc_out = {n: f[:, out] for n, f in fc.items()}
+            for n, f in fc_out.items():
+                board.add(n, f, tgt)
+            bt = {n: predict_many(self.fits[n].refit, shift_context(ctx, deployment.steps), H)[:, out, :deployment.steps]
+                  for n in deployment.backtest_members}
+            combos = deployment.all_combinations(ctx[:, out], fc_out, bt)
+            for name, f in combos.items():
+                board.add(name, f, tgt)
+            sigma = spread_of(deployment.bands.normaliser, ctx[:, out],
+                              np.stack([fc_out[m] for m in deployment.members], axis=2), H) if deployment.bands else None
+            if deployment.bands is not None and sigma is not None:
+                board.add_bands(COMBINED, tgt, {lv: deployment.bands.band(combos[COMBINED], sigma, lv)
+                                                for lv in deployment.bands.levels})
+                for n, b in deployment.member_bands.items():
+                    board.add_bands(n, tgt, {lv: b.band(fc_out[n], sigma, lv) for lv in b.levels})
+            if cfg.task.refit != "train":
+                train_fc = self._stage_forecasts("selection", ctx)
+                for n, f in train_fc.items():
+                    board_train.add(n, f[:, out], tgt)
+        scores = {n: board.scores(n) for n in board.tallies}
+        train_scores = {n: board_train.scores(n) for n in board_train.tallies} if board_train.tallies else scores
+        return scores, {n: s for n, s in train_scores.items() if n in self.fits}
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def fit_run(cfg: Config, data: str | None, run_dir: str | Path | None = None, overwrite: bool = False) -> FitResult:
+    """Cross-fit every member for every horizon, combine, score, and write a complete run directory.
+
+    Args:
+        cfg: the full config.
+        data: CSV path or built-in dataset name (None: the default dataset).
+        run_dir: where to write the run; default ``runs/<dataset>-<UTC time>`` (made unique).
+        overwrite: replace a run already at ``run_dir`` (otherwise that is refused up front).
+
+    Returns:
+        The run directory and its manifest.
+    """
+    t_start = time.perf_counter()
+    artifacts.check_run_dir(run_dir, overwrite)
+    horizons = check_config(cfg)
+    np.random.seed(cfg.task.seed)
+    L, H_max = cfg.task.context_length, max(horizons)
+    run = prepare_data(cfg, data, H_max)
+    plan = make_fold_plan(run.history_end, L, H_max, cfg.stack.folds, cfg.stack.purge or None)
+    core_plan = make_fold_plan(run.history_end, L, H_max, core_folds(cfg), cfg.stack.purge or None)
+    names = expand_period_experts(cfg.task.members, cfg.task.period_experts, run.periods.dominant, L)
+    cache: dict[str, MemberFits] = {}
+    results: dict[int, HorizonResult] = {}
+    bar = tqdm(total=len(horizons) * len(names), desc="fit", unit="member", disable=not cfg.runtime.progress)
+    for H in horizons:
+        fitter = HorizonFitter(cfg, run, H, plan, core_plan, names, cache, bar)
+        fitter.cache_horizon = H_max
+        results[H] = fitter.run()
+    bar.close()
+    manifest = build_manifest(cfg, run, horizons, plan, core_plan, results)
+    with artifacts.staged_run_dir(run_dir, run.series.name, overwrite=overwrite) as (stage, final):
         stored: dict[str, dict[str, str]] = {}
-        for (name, H), member in fitted.items():
-            path = artifacts.member_path(stage, name, H)
-            kind = artifacts.save_member(member, path)
-            cls = type(member)
-            stored.setdefault(name, {})[str(H)] = f"{kind}:{cls.__module__}.{cls.__qualname__}"
+        for H, result in results.items():
+            for name, fits in result.members.items():
+                path = artifacts.member_path(stage, name, H)
+                kind = artifacts.save_member(fits.production, path)
+                cls = type(fits.production)
+                stored.setdefault(name, {})[str(H)] = f"{kind}:{cls.__module__}.{cls.__qualname__}"
+            artifacts.save_object(result.deployment, stage / deployment_file(H))
         manifest["stored_members"] = stored
-        for H, router in routers.items():
-            if router is not None:
-                joblib.dump(router, stage / router_file(H))
         # The last L rows (original units) let `hybrid forecast` run without the data file.
-        np.savez(stage / "tail.npz", values=series.values[-L:],
-                 timestamps=np.asarray(series.timestamps[-L:].strftime("%Y-%m-%dT%H:%M:%S"), dtype=str))
+        np.savez(stage / "tail.npz", values=run.series.values[-L:],
+                 timestamps=np.asarray(run.series.timestamps[-L:].strftime("%Y-%m-%dT%H:%M:%S"), dtype=str))
         manifest["fit_seconds_total"] = round(time.perf_counter() - t_start, 2)
         artifacts.write_json(stage / artifacts.MANIFEST, manifest)
-    final = final.resolve()
     if run_dir is None:
         artifacts.point_latest(final)
     logger.info("run written to %s", final)
     return FitResult(final, manifest)
+
+
+def deployment_file(horizon: int) -> str:
+    return f"combiner-h{horizon}.joblib"
+
+
+# ----------------------------------------------------------------------------- forecast
 
 
 @dataclass
@@ -373,7 +393,8 @@ class ForecastResult:
     """A forecast of the H steps after the end of the data.
 
     Attributes:
-        frame: timestamp column plus one column per output channel (original units).
+        frame: timestamp column, one column per output channel and its
+            interval columns ``<channel>-lo-<level>`` / ``-hi-`` (original units).
         members: member name -> forecast [C_out, H] in original units.
         weights: member name -> weight in the combined forecast (mean over
             the output channels; see ``channel_weights``).
@@ -383,9 +404,8 @@ class ForecastResult:
         channel_weights: member name -> weight per output channel [C_out].
         mode: what ``hybrid`` is (router.mode at fit time).
         fallback: the static mode used instead of the router, or None.
-        details: JSON-ready explanation for the vote report: per output
-            channel the router's features and drivers, the run's metrics,
-            the router's check, its rule table and members' own texts.
+        bands: level -> (lo, hi) [C_out, H] in original units.
+        details: JSON-ready explanation for the vote report.
     """
 
     frame: pd.DataFrame
@@ -397,6 +417,7 @@ class ForecastResult:
     channel_weights: dict[str, np.ndarray] = field(default_factory=dict)
     mode: str = ""
     fallback: str | None = None
+    bands: dict[float, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
 
 
@@ -425,7 +446,8 @@ def choose_horizon(requested: int | None, fitted: list[int]) -> int:
     return covering[0]
 
 
-def _context_rows(run_dir: Path, manifest: dict[str, Any], data: str | None) -> tuple[np.ndarray, pd.DatetimeIndex, str]:
+def _context_rows(run_dir: Path, manifest: dict[str, Any], data: str | None
+                  ) -> tuple[np.ndarray, pd.DatetimeIndex, str]:
     """Last L rows (original units) and their timestamps, from the run or new data."""
     L = manifest["context_length"]
     if data is None:
@@ -456,112 +478,61 @@ def forecast_run(run_dir: Path, horizon: int | None = None, data: str | None = N
     members = load_fitted(run_dir, manifest, fitted_h)
     columns = manifest["columns"]
     out_idx = [columns.index(c) for c in manifest["output_columns"]]
-    member_fc = _predict_all(members, context, fitted_h)  # name -> [1, C, H]
-    entry = manifest["combiner"][str(fitted_h)]
-    mode, fallback = entry["mode"], entry.get("fallback")
-    router: Router | None = None
-    X = None
-    if "router" in entry:
-        path = run_dir / entry["router"]["file"]
-        if not path.is_file():
-            raise HybridInputError(f"{path} is missing; the run is damaged, fit it again.")
-        router = joblib.load(path)
-        missing = [n for n in router.members if n not in member_fc]
-        if missing:
-            raise RuntimeError(f"the router needs members {missing}, which were not loaded; fit the run again.")
-        fc = {n: member_fc[n] for n in router.members}
-        bt = _predict_all({n: members[n] for n in router.members}, router.backtest_context(context), fitted_h)
-        X = router.features(context, fc, bt)  # [1, C, F]
-    if router is not None and mode in ROUTER_MODES:
-        names = router.members
-        W = router.weights(mode, X)[0]  # [C, M]
-    else:
-        weights = {n: w for n, w in entry["weights"].items() if n in member_fc}
-        total = sum(weights.values())
-        if total <= 0:
-            raise RuntimeError("the stored combiner gives no weight to any loaded member; fit the run again.")
-        names = list(weights)
-        W = np.tile(np.array([weights[n] / total for n in names]), (context.shape[1], 1))  # [C, M]
-    combined = combine_per_window({n: member_fc[n][:, :, :horizon] for n in names}, names, W[None])  # [1, C, h]
-    member_fc = {n: fc[:, :, :horizon] for n, fc in member_fc.items()}
-    out_w = W[out_idx]  # [C_out, M]
-    channel_weights = {n: out_w[:, k] for k, n in enumerate(names)}
-    details = _explain(manifest, fitted_h, router, X, mode, out_idx, members, context)
+    path = run_dir / deployment_file(fitted_h)
+    if not path.is_file():
+        raise HybridInputError(f"{path} is missing; the run is damaged, fit it again.")
+    deployment: Deployment = artifacts.load_object(path)
+    missing = [n for n in deployment.members if n not in members]
+    if missing:
+        raise HybridInputError(f"the run's combination needs members {missing}, which are not stored; fit it again.")
+    fc: dict[str, np.ndarray] = {}
+    for name in deployment.members:
+        if not uses_references(members[name]):
+            fc[name] = predict_many(members[name], context, fitted_h)
+    for name in deployment.members:
+        if uses_references(members[name]):
+            refs = deployment.references.get(name, ())
+            stacked = np.stack([fc[r] for r in refs], axis=2) if refs else None
+            fc[name] = predict_many(members[name], context, fitted_h, stacked)
+    fc_out = {n: f[:, out_idx] for n, f in fc.items()}
+    bt = {n: predict_many(members[n], shift_context(context, deployment.steps), fitted_h)[:, out_idx, :deployment.steps]
+          for n in deployment.backtest_members}
+    X, W = deployment.features_and_weights(context[:, out_idx], fc_out, bt)  # [1, Co, F], [1, Co, M]
+    combined = deployment.combine(fc_out, W)  # [1, Co, H]
+    bands: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+    if deployment.bands is not None:
+        stack = np.stack([fc_out[m] for m in deployment.members], axis=2)
+        sigma = spread_of(deployment.bands.normaliser, context[:, out_idx], stack, fitted_h)
+        bands = {lv: deployment.bands.band(combined, sigma, lv) for lv in deployment.bands.levels}
+    sub = Scaler(scaler.mean[out_idx], scaler.scale[out_idx])
 
-    def to_original(fc: np.ndarray) -> np.ndarray:
-        return scaler.inverse(fc[0].T.astype(np.float64))[:, out_idx].T  # [C_out, h]
+    def to_original(f: np.ndarray) -> np.ndarray:
+        """[1, Co, H] scaled -> [Co, horizon] original units."""
+        return sub.inverse(f[0, :, :horizon].T.astype(np.float64)).T
 
     future = pd.date_range(stamps[-1], periods=horizon + 1, freq=freq)[1:]
+    cols = manifest["output_columns"]
     comb = to_original(combined)
-    frame = pd.DataFrame({"timestamp": future, **{manifest["output_columns"][i]: comb[i] for i in range(len(out_idx))}})
-    history = pd.DataFrame(values[:, out_idx], index=stamps, columns=manifest["output_columns"])
+    frame: dict[str, Any] = {"timestamp": future}
+    original_bands = {lv: (to_original(lo), to_original(hi)) for lv, (lo, hi) in bands.items()}
+    for i, col in enumerate(cols):
+        frame[col] = comb[i]
+        for lv, (lo, hi) in original_bands.items():
+            frame[f"{col}-lo-{lv:g}"] = lo[i]
+            frame[f"{col}-hi-{lv:g}"] = hi[i]
+    history = pd.DataFrame(values[:, out_idx], index=stamps, columns=cols)
+    channel_weights = {n: W[0, :, k] for k, n in enumerate(deployment.members)}
+    details = deployment.explain(manifest, X, cols, members, context, fc, fc_out)
     return ForecastResult(
-        frame=frame,
-        members={n: to_original(fc) for n, fc in member_fc.items()},
+        frame=pd.DataFrame(frame),
+        members={n: to_original(f) for n, f in fc_out.items()},
         weights={n: float(w.mean()) for n, w in channel_weights.items()},
         horizon=horizon,
         fitted_horizon=fitted_h,
         history=history,
         channel_weights=channel_weights,
-        mode=mode,
-        fallback=fallback,
+        mode=deployment.mode,
+        fallback=deployment.fallback,
+        bands=original_bands,
         details=details,
     )
-
-
-def _member_texts(members: dict[str, Any], context: np.ndarray) -> dict[str, dict[str, Any]]:
-    """Whatever members say about themselves: ``prompt_text(context)`` and ``explain(context)``."""
-    out: dict[str, dict[str, Any]] = {}
-    for name, member in members.items():
-        for attr in ("prompt_text", "explain"):
-            if not hasattr(member, attr):
-                continue
-            try:
-                value = getattr(member, attr)(context)
-            except Exception as exc:  # a report must not stop a forecast
-                logger.warning("member %s: %s() failed: %s: %s", name, attr, type(exc).__name__, exc)
-                value = f"unavailable ({type(exc).__name__}: {exc})"
-            out.setdefault(name, {})[attr] = _plain(value)
-    return out
-
-
-def _plain(value: Any) -> Any:
-    """A JSON-ready copy of ``value`` (numpy arrays to lists, the rest to strings)."""
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return str(value)
-
-
-def _explain(manifest: dict[str, Any], H: int, router: Router | None, X: np.ndarray | None, mode: str,
-             out_idx: list[int], members: dict[str, Any], context: np.ndarray) -> dict[str, Any]:
-    """The router's view of this window, per output channel, for the vote report."""
-    entry = manifest["combiner"][str(H)]
-    out: dict[str, Any] = {
-        "metrics": manifest["metrics"][str(H)],
-        "periods": manifest["periods"]["dominant"],
-        "fallback_reason": entry.get("fallback_reason"),
-        "check": entry.get("router", {}).get("check"),
-        "rules": entry.get("router", {}).get("rules"),
-        "static_weights": entry["static"],
-        "channels": {},
-        "member_text": _member_texts(members, context),
-    }
-    top = manifest["config"].get("router", {}).get("top_features", 5)
-    if router is None or X is None:
-        return out
-    for col, j in zip(manifest["output_columns"], out_idx, strict=True):
-        x = X[0, j]
-        ch: dict[str, Any] = {"features": {n: float(v) for n, v in zip(router.names, x, strict=True)}}
-        for m in ROUTER_MODES:
-            ch[m] = router.explain(m, x, top=top)
-            ch[m]["weights"] = {n: float(w) for n, w in zip(router.members, router.raw_weights(m, x), strict=True)}
-        out["channels"][col] = ch
-    return out

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from hybrid.errors import HybridInputError
+from kernel.errors import HybridInputError
 
 log = logging.getLogger(__name__)
 

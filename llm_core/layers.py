@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 REVIN_EPS = 1e-5
+REF_CLIP = 50.0  # reference tokens read the references in RevIN units clipped to +-REF_CLIP
 
 
 def revin_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -158,6 +159,7 @@ class TimeLLMNet(nn.Module):
         reference_skip: bool = False,
     ) -> None:
         super().__init__()
+        self.context_length, self.horizon = context_length, horizon
         self.n_patches = n_patches(context_length, patch_len, stride)
         self.patch = PatchEmbedding(patch_len, stride, d_model, dropout)
         if backbone is not None:
@@ -252,14 +254,15 @@ class TimeLLMNet(nn.Module):
                 got = None if refs is None else tuple(refs.shape)
                 raise ValueError(f"the network expects refs [B, {self.n_references}, H]; got {got}.")
             ref_z = (refs.float() - mean[:, :, None]) / std[:, :, None]  # [B, R, H], the window's RevIN units
+        ref_tokens = None if ref_z is None else ref_z.clamp(-REF_CLIP, REF_CLIP)  # a flat window must not blow up a token
         if self.backbone is None:
-            if ref_z is not None:
-                tokens = torch.cat([tokens, self.references(ref_z).to(tokens.dtype)], dim=1)  # [B, P + R*Pr, d]
+            if ref_tokens is not None:
+                tokens = torch.cat([tokens, self.references(ref_tokens).to(tokens.dtype)], dim=1)  # [B, P + R*Pr, d]
             hidden = self.encoder(tokens)  # [B, P (+ R*Pr), d_model]
         else:
             tokens = self.reprogram(tokens, kv if kv is not None else self.prototype_kv())  # [B, P, D]
-            if ref_z is not None:
-                tokens = torch.cat([tokens, self.references(ref_z).to(tokens.dtype)], dim=1)  # [B, P + R*Pr, D]
+            if ref_tokens is not None:
+                tokens = torch.cat([tokens, self.references(ref_tokens).to(tokens.dtype)], dim=1)  # [B, P + R*Pr, D]
             mask = torch.ones(tokens.shape[:2], dtype=torch.long, device=x.device)
             if prompt_ids is not None:
                 prefix = self.backbone.get_input_embeddings()(prompt_ids).to(tokens.dtype)  # [B, Pp, D]

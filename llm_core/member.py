@@ -2,17 +2,21 @@
 
 Channel independence: every channel of every window is one sample [L] -> [H].
 
-Fusion (DESIGN.md, core items 4 and 5): the classical members named in
-``core.reference_members`` are fitted on the training part (or taken already
-fitted from ``spec.extra["fitted_members"]``), and every training, validation
-and test window gets their forecasts of that window, computed from the
-window's own context with one batched ``predict`` per member and cached for
-every epoch. They enter the core as prompt text (``core.classical_text``) and
-as reference tokens (``core.references``). The fitted reference members are
-saved with the core.
-Training uses AdamW on the trainable parts only, a one-cycle or cosine
-schedule, gradient clipping and early stopping on the validation windows
-(the best state is kept and reloaded). The test part is never seen here.
+Fusion (DESIGN.md, core items 4 and 5): the member reads the forecasts of
+classical reference members. It does not fit or own them: while fitting, the
+pipeline hands it ``spec.references``, which gives any historical window's
+reference forecasts from members fitted without that window's target
+(cross-fitted, out of fold), so the core never learns to correct forecasts
+that are better than what it will see later; at prediction time the caller
+passes the references' forecasts of the windows (``predict(context,
+references)``). They enter the core as prompt text (``core.classical_text``)
+and as reference tokens (``core.references``).
+
+Training (``llm_core.trainer``) uses AdamW on the trainable parts only, a
+one-cycle or cosine schedule, gradient clipping and early stopping on the
+validation windows (the best state is kept). The test part is never seen.
+:meth:`TimeLLM.frozen` gives a copy that trains the chosen number of epochs
+from the chosen start, without validation (refits on folds and train + val).
 """
 
 from __future__ import annotations
@@ -20,26 +24,25 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import time
-from contextlib import nullcontext
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, Self
 
-import joblib
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
-from hybrid.contract import TaskSpec, check_context
-from hybrid.errors import HybridInputError
-from hybrid.protocol import windows
+from kernel.contract import Segment, TaskSpec, as_segments, check_context, not_fitted
+from kernel.errors import HybridInputError
+from kernel.protocol import WindowSet
 from llm_core.backbone import load_backbone, word_token_ids
 from llm_core.config import CoreConfig
 from llm_core.layers import TimeLLMNet, count_parameters, revin_stats
-from llm_core.prompt import PromptCache, PromptEncoder, ReferenceCache
+from llm_core.prompt import PromptCache, PromptEncoder, SampleCache
+from llm_core.trainer import Samples, Trainer
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +50,24 @@ CPU_MAX_TRAIN = 1024  # auto: training samples per epoch on CPU
 CPU_MAX_VAL = 1024  # auto: validation samples on CPU
 CPU_VAL_STRIDE = 8  # auto: step between validation windows on CPU
 PROMPT_MARGIN = 4  # extra prompt tokens over the longest measured prompt
+PROMPT_PROBE = 512  # training samples whose prompts are measured for the prompt length
 WEIGHTS_FILE, STATE_FILE = "timellm.safetensors", "timellm.json"
-MIX_INIT_SAMPLES = 4096  # training samples for the starting mix of the references
+MIX_INIT_SAMPLES = 4096  # training samples for the least-squares starting mix of the references
 MIX_CHOICE_SAMPLES = 8192  # validation samples (evenly spread) that choose the starting mix
-REFERENCES_FILE = "references.joblib"  # the fitted reference members, saved with the core
+LEAST_SQUARES = "least-squares mix"
 EXPLAIN_PROTOTYPES, EXPLAIN_WORDS = 3, 3  # explain(): most-attended prototypes, nearest words each
 
 
 def clamp_patch(period: int, context_length: int) -> int:
     """Patch length tied to a period: at least 4 steps, at most L // 8."""
     return int(min(max(period, 4), max(4, context_length // 8)))
+
+
+def _spread(pool: np.ndarray, most: int) -> np.ndarray:
+    """At most ``most`` entries of ``pool``, evenly spread (all when ``most`` <= 0)."""
+    if 0 < most < len(pool):
+        return pool[np.linspace(0, len(pool) - 1, most).round().astype(np.int64)]
+    return pool
 
 
 class TimeLLM:
@@ -69,17 +80,20 @@ class TimeLLM:
 
     Fitted attributes: ``patch_len_``, ``stride_``, ``prompt_len_``,
     ``n_trainable_`` / ``n_frozen_`` (parameter counts), ``history_`` (loss
-    per epoch), ``best_epoch_``, ``fit_seconds_``, ``references_`` (name ->
-    fitted reference member), ``use_references_`` / ``use_classical_text_``,
-    ``reference_seconds_`` (fit and forecast seconds of the references).
+    per epoch), ``best_epoch_``, ``fit_seconds_``, ``reference_names_`` (the
+    references read, in order), ``use_references_`` / ``use_classical_text_``,
+    ``start_mix_`` (how the starting mix was chosen).
     """
 
     name = "timellm"
     horizon_agnostic = False
+    uses_references = True
 
     def __init__(self, config: CoreConfig | None = None, period: int | None = None) -> None:
         self.config = config or CoreConfig()
         self.period = period
+        self.fixed_epochs: int | None = None  # set by frozen(): train exactly this many epochs, no validation
+        self.fixed_start: str | None = None  # set by frozen(): the starting mix chosen before
 
     # ------------------------------------------------------------------ setup
     def _device(self) -> torch.device:
@@ -90,7 +104,8 @@ class TimeLLM:
             raise HybridInputError("core.device is cuda but no CUDA device is available; use auto or cpu.")
         return torch.device("cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available()) else "cpu")
 
-    def _autocast(self) -> Any:
+    def autocast(self) -> AbstractContextManager:
+        """bf16 autocast on CUDA (and on CPU with ``core.cpu_bf16``), else nothing."""
         if self.device_.type == "cuda":
             return torch.autocast("cuda", dtype=torch.bfloat16)
         if self.config.cpu_bf16:
@@ -121,12 +136,10 @@ class TimeLLM:
         return int(cfg.patch_len), int(cfg.stride)
 
     def _build(self) -> None:
-        """Backbone, prompt encoder and network from the fitted settings."""
+        """Backbone, prompt encoder, network and trainer from the fitted settings."""
         cfg = self.config
         if cfg.backbone == "none":
-            backbone, vocab = None, None
-            self.tokenizer_ = None
-            d_llm = 0
+            backbone, vocab, self.tokenizer_, d_llm = None, None, None, 0
         else:
             bb = load_backbone(cfg.backbone, cfg.llm_layers)
             backbone, self.tokenizer_, d_llm = bb.model, bb.tokenizer, bb.hidden_size
@@ -146,84 +159,60 @@ class TimeLLM:
             backbone=backbone,
             d_llm=d_llm,
             vocab_ids=vocab,
-            n_references=len(self.references_) if self.use_references_ else 0,
+            n_references=len(self.reference_names_) if self.use_references_ else 0,
             reference_skip=bool(cfg.reference_skip) and self.use_references_,
         ).to(self.device_)
         self.n_trainable_, self.n_frozen_ = count_parameters(self.net_)
         self.encoder_ = None
         if self.use_prompt_:
             self.encoder_ = PromptEncoder(
-                self.tokenizer_,
-                self.description_,
-                self.context_length_,
-                self.horizon_,
-                cfg.top_k_lags,
-                cfg.max_description_tokens,
-                self.prompt_len_,
-                tuple(self.references_) if self.use_classical_text_ else (),
+                self.tokenizer_, self.description_, self.context_length_, self.horizon_, cfg.top_k_lags,
+                cfg.max_description_tokens, self.prompt_len_,
+                self.reference_names_ if self.use_classical_text_ else (),
             )
+        self.trainer_ = Trainer(self.net_, cfg, self.device_, self.autocast)
 
-    # ------------------------------------------------------------------ references
-    def _fit_references(self, train: np.ndarray, val: np.ndarray | None, spec: TaskSpec) -> None:
-        """Fit (or take from ``spec.extra["fitted_members"]``) the members of ``core.reference_members``.
-
-        The members are built with ``spec.extra["config"]`` (the run's full
-        config) when given, else with the default config around this core's
-        section. A member that fails is dropped with a warning and recorded in
-        ``reference_failed_``.
-        """
-        from hybrid.config import Config
-        from hybrid.members import make_member, parse_member
-
+    def _settle_references(self, spec: TaskSpec) -> None:
+        """Which references the core reads: ``core.reference_members`` that ``spec.references`` provides."""
         cfg = self.config
-        names = tuple(cfg.reference_members) if (cfg.references or cfg.classical_text) else ()
-        if len(set(names)) != len(names):
-            raise HybridInputError(f"core.reference_members lists a member twice: {list(names)}.")
-        for name in names:
-            if parse_member(name)[0] == "timellm":
-                raise HybridInputError(
-                    f"core.reference_members must name classical members; got {name!r}. "
-                    "Use e.g. linear, nlinear, ets, arima."
-                )
-        given: dict[str, Any] = dict(spec.extra.get("fitted_members") or {})
-        full = spec.extra.get("config") or Config(core=cfg)
-        plain = dataclasses.replace(spec, extra={})
-        self.references_: dict[str, Any] = {}
-        self.reference_failed_: dict[str, str] = {}
-        self.reference_seconds_: dict[str, float] = {}
-        for name in names:
-            t0 = time.perf_counter()
-            member = given.get(name)
-            try:
-                if member is None:
-                    member = make_member(name, full).fit(train, val, plain)
-                else:
-                    log.info("timellm: reference member %s was already fitted by the pipeline; reusing it.", name)
-            except HybridInputError:
-                raise
-            except Exception as exc:  # a failing reference never stops the core, but it is said
-                log.warning("timellm: reference member %s failed (%s: %s); the core goes on without it.",
-                            name, type(exc).__name__, exc)  # fmt: skip
-                self.reference_failed_[name] = f"{type(exc).__name__}: {exc}"
-                continue
-            self.references_[name] = member
-            self.reference_seconds_[f"fit_{name}"] = round(time.perf_counter() - t0, 3)
-        self.use_references_ = bool(cfg.references) and bool(self.references_)
-        self.use_classical_text_ = bool(cfg.classical_text) and self.use_prompt_ and bool(self.references_)
-        if not self.use_references_ and not self.use_classical_text_:
-            self.references_ = {}  # nothing reads them: do not keep or save them
+        wanted = tuple(cfg.reference_members) if (cfg.references or cfg.classical_text) else ()
+        if len(set(wanted)) != len(wanted):
+            raise HybridInputError(f"core.reference_members lists a member twice: {list(wanted)}.")
+        source = spec.references
+        given = tuple(source.names) if source is not None else ()
+        if wanted and not given:
+            log.warning("timellm: core.reference_members %s are asked for but no reference forecasts were handed "
+                        "over; the core runs without references.", list(wanted))
+        self.reference_names_ = tuple(n for n in given if n in wanted) if wanted else ()
+        missing = [n for n in wanted if n not in self.reference_names_]
+        if missing and given:
+            log.warning("timellm: reference members %s are not available (failed or gated); the core reads %s.",
+                        missing, list(self.reference_names_))
+        self.reference_missing_ = missing
+        self.use_references_ = bool(cfg.references) and bool(self.reference_names_)
+        self.use_classical_text_ = bool(cfg.classical_text) and self.use_prompt_ and bool(self.reference_names_)
+        if not (self.use_references_ or self.use_classical_text_):
+            self.reference_names_ = ()
 
-    def _reference_forecasts(self, context: np.ndarray) -> np.ndarray | None:
-        """The reference members' forecasts of ``context`` [N, C, L] -> [N, C, R, H] float32 (None: no references)."""
-        if not self.references_:
+    def _reference_cache(self, spec: TaskSpec, starts: np.ndarray) -> SampleCache | None:
+        """Reference forecasts [R, H] per sample of windows starting at ``starts`` (in the series)."""
+        if not self.reference_names_:
             return None
-        return np.stack([m.predict(context)[:, :, : self.horizon_] for m in self.references_.values()], axis=2).astype(
-            np.float32, copy=False
-        )
+        source, names, H = spec.references, self.reference_names_, self.horizon_
+        assert source is not None
+        pick = [source.names.index(n) for n in names]
+
+        def compute(w: np.ndarray) -> np.ndarray:
+            return source.forecasts(starts[w], H)[:, :, pick]  # [n, C, R, H]
+
+        return SampleCache(compute, len(starts), self.n_channels_, (len(names), H))
 
     # ------------------------------------------------------------------ fit
-    def fit(self, train: np.ndarray, val: np.ndarray | None, spec: TaskSpec) -> Self:
-        """Train on scaled ``train`` [T, C]; early-stop on ``val`` [T', C].
+    def fit(self, train: np.ndarray | Sequence[Segment], val: np.ndarray | Segment | None, spec: TaskSpec) -> Self:
+        """Train on scaled ``train`` (array [T, C] or segments); early-stop on ``val``.
+
+        A frozen copy (:meth:`frozen`) trains its fixed number of epochs and
+        ignores ``val``.
 
         Returns:
             self, fitted.
@@ -239,262 +228,178 @@ class TimeLLM:
         self.description_ = spec.description
         self.patch_len_, self.stride_ = self._resolve_patch(tuple(spec.periods), L)
         self.use_prompt_ = bool(cfg.prompt) and cfg.backbone != "none"
-        if cfg.prompt and cfg.backbone == "none":
-            log.info("core.backbone none: the prompt is not used (there is no language model to read it).")
-        self.prompt_len_ = 0
-        self.llm_layers_ = 0
-        train = np.asarray(train, dtype=np.float32)
-        self._fit_references(train, val, spec)
-        ctx, tgt = windows(train, L, H)  # [N, C, L], [N, C, H] views
-        n_win, n_ch = ctx.shape[:2]
-        on_gpu = self.device_.type == "cuda"
+        self.prompt_len_ = self.llm_layers_ = 0
+        self._settle_references(spec)
 
-        stride = cfg.train_stride or 1
-        pool = (np.arange(0, n_win, stride)[:, None] * n_ch + np.arange(n_ch)).ravel()  # sample ids
-        per_epoch = cfg.max_train_windows
-        if per_epoch < 0:
-            per_epoch = 0 if on_gpu else CPU_MAX_TRAIN
+        train_set = WindowSet(as_segments(train), L, H)
+        if len(train_set) == 0:
+            raise ValueError(f"timellm: no training window of context_length {L} + horizon {H} fits in `train`.")
+        self.n_channels_ = n_ch = train_set.n_channels
+        on_gpu = self.device_.type == "cuda"
+        pool = (np.arange(0, len(train_set), cfg.train_stride or 1)[:, None] * n_ch + np.arange(n_ch)).ravel()
+        per_epoch = cfg.max_train_windows if cfg.max_train_windows >= 0 else (0 if on_gpu else CPU_MAX_TRAIN)
         per_epoch = len(pool) if per_epoch == 0 else min(per_epoch, len(pool))
 
-        val_ctx = val_tgt = None
-        if val is not None and len(val) >= L + H:
-            val_ctx, val_tgt = windows(np.asarray(val, dtype=np.float32), L, H)
-            vstride = cfg.val_stride or (1 if on_gpu else CPU_VAL_STRIDE)
-            vpool = (np.arange(0, len(val_ctx), vstride)[:, None] * n_ch + np.arange(n_ch)).ravel()
-            vmax = cfg.max_val_windows
-            if vmax < 0:
-                vmax = 0 if on_gpu else CPU_MAX_VAL
-            if 0 < vmax < len(vpool):
-                vpool = vpool[np.linspace(0, len(vpool) - 1, vmax).round().astype(np.int64)]
-        else:
+        val_set = None
+        if self.fixed_epochs is None and val is not None:
+            val_seg = val if isinstance(val, Segment) else Segment(np.asarray(val, dtype=np.float32))
+            val_set = WindowSet([val_seg], L, H)
+            if len(val_set) == 0:
+                val_set = None
+        if self.fixed_epochs is None and val_set is None:
             log.warning("timellm: no validation windows; training all %d epochs without early stopping.", cfg.epochs)
+        vpool = None
+        if val_set is not None:
+            vstride = cfg.val_stride or (1 if on_gpu else CPU_VAL_STRIDE)
+            vmax = cfg.max_val_windows if cfg.max_val_windows >= 0 else (0 if on_gpu else CPU_MAX_VAL)
+            vpool = _spread((np.arange(0, len(val_set), vstride)[:, None] * n_ch + np.arange(n_ch)).ravel(), vmax)
 
-        # references of each window from its own context, computed once for every epoch
         t0 = time.perf_counter()
-        members = list(self.references_.values())
-        train_refs = ReferenceCache(members, ctx, H) if members else None
-        val_refs = ReferenceCache(members, val_ctx, H) if members and val_ctx is not None else None
-        if val_refs is not None:
-            val_refs.fill_windows(vpool // n_ch)
+        train_refs = self._reference_cache(spec, train_set.starts)
+        val_refs = self._reference_cache(spec, val_set.starts) if val_set is not None else None
         if self.use_prompt_:
-            # prompt length: the longest prompt over a sample of training windows, plus a margin
             self.prompt_len_ = cfg.max_prompt_tokens  # temporary, for the encoder's construction
         self._build()
+        train_samples = Samples(train_set.samples, refs=train_refs if self.use_references_ else None)
+        val_samples = Samples(val_set.samples, refs=val_refs if self.use_references_ else None) if val_set else None
         if self.use_prompt_:
-            probe = rng.choice(pool, size=min(512, len(pool)), replace=False)
-            probe_refs = train_refs.get(probe) if self.use_classical_text_ else None
-            longest = self.encoder_.measure(ctx[probe // n_ch, probe % n_ch], probe_refs)
-            if longest + PROMPT_MARGIN > cfg.max_prompt_tokens:
-                log.warning("timellm: prompts of up to %d tokens are cut to core.max_prompt_tokens=%d.",
-                            longest, cfg.max_prompt_tokens)  # fmt: skip
-            self.prompt_len_ = self.encoder_.prompt_len = min(cfg.max_prompt_tokens, longest + PROMPT_MARGIN)
-            text_refs = self.use_classical_text_
-            train_cache = PromptCache(self.encoder_, ctx, train_refs if text_refs else None)
-            val_cache = PromptCache(self.encoder_, val_ctx, val_refs if text_refs else None) if val_ctx is not None else None
-            if val_cache is not None:
-                val_cache.fill(vpool)
-        self.reference_seconds_["forecast_setup"] = round(time.perf_counter() - t0, 3)
+            self._measure_prompt(train_set, train_refs, pool, rng)
+            text = self.use_classical_text_
+            train_samples.prompts = PromptCache(self.encoder_, lambda i: train_set.samples(i)[0],
+                                                len(train_set) * n_ch, train_refs if text else None)
+            if val_samples is not None:
+                val_samples.prompts = PromptCache(self.encoder_, lambda i: val_set.samples(i)[0],
+                                                  len(val_set) * n_ch, val_refs if text else None)
         log.info(
             "timellm: backbone %s (%d layers), patch %d/%d, prompt %d tokens, %s trainable / %s frozen "
-            "parameters, %d of %d training samples per epoch, device %s",
+            "parameters, %d of %d training samples per epoch, references %s, device %s",
             cfg.backbone, self.llm_layers_, self.patch_len_, self.stride_, self.prompt_len_,
-            f"{self.n_trainable_:,}", f"{self.n_frozen_:,}", per_epoch, len(pool), self.device_,
+            f"{self.n_trainable_:,}", f"{self.n_frozen_:,}", per_epoch, len(pool),
+            list(self.reference_names_) or "none", self.device_,
         )  # fmt: skip
 
-        net = self.net_
-        if net.reference_mix is not None:  # start from the best linear mix of the references (stacking)
-            sample = rng.choice(pool, size=min(MIX_INIT_SAMPLES, len(pool)), replace=False)
-            w, c = sample // n_ch, sample % n_ch
-            net.init_reference_mix(
-                torch.from_numpy(ctx[w, c]), torch.from_numpy(train_refs.get(sample)), torch.from_numpy(tgt[w, c])
-            )
-            log.info(
-                "timellm: least-squares mix of the references on training samples: %s",
-                dict(zip(self.references_, net.reference_mix.tolist(), strict=True)),
-            )
-        params = [p for p in net.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        steps = math.ceil(per_epoch / cfg.batch_size)
-        if cfg.schedule == "onecycle":
-            sched = torch.optim.lr_scheduler.OneCycleLR(
-                opt, max_lr=cfg.lr, total_steps=max(2, steps * cfg.epochs), pct_start=cfg.pct_start
-            )
-        elif cfg.schedule == "cosine":
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps * cfg.epochs))
-        elif cfg.schedule == "constant":
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
-        else:
-            raise HybridInputError(f"core.schedule must be onecycle, cosine or constant; got {cfg.schedule!r}.")
-
-        best, best_state, bad = math.inf, None, 0
-        self.history_: list[dict[str, float]] = []
-        self.best_epoch_ = 0
-        self.start_mix_ = None
-        if net.reference_mix is not None and val_ctx is not None:
-            # Epoch 0 is a candidate checkpoint: the zero head plus a starting mix of the references. The starting
-            # mix is chosen on validation among the least-squares mix (fitted on training samples above) and each
-            # reference alone, so that the fused core starts no worse on validation than its best reference.
-            # The head is zero, so these forecasts need no backbone pass.
-            n_val = len(val_ctx) * n_ch
-            dense = np.linspace(0, n_val - 1, min(n_val, MIX_CHOICE_SAMPLES)).round().astype(np.int64)
-            val_refs.fill_windows(dense // n_ch)
-            xv, rv = torch.from_numpy(val_ctx[dense // n_ch, dense % n_ch]), torch.from_numpy(val_refs.get(dense))
-            yv = val_tgt[dense // n_ch, dense % n_ch]
-            candidates = {"least-squares mix": net.reference_mix.detach().clone()}
-            for i, name in enumerate(self.references_):
-                candidates[name] = torch.nn.functional.one_hot(torch.tensor(i), len(self.references_)).float()
-            scores = {
-                k: float(np.mean((net.reference_mix_forecast(xv, rv, mix).numpy() - yv) ** 2))
-                for k, mix in candidates.items()
-            }
-            chosen = min(scores, key=scores.__getitem__)
-            with torch.no_grad():
-                net.reference_mix.copy_(candidates[chosen])
-            self.start_mix_ = {"chosen": chosen, "val_mse": scores, "samples": len(dense)}
-            w, c = vpool // n_ch, vpool % n_ch
-            pred = self._forward_samples(
-                val_ctx[w, c], *(val_cache.get(vpool) if self.use_prompt_ else (None, None)), val_refs.get(vpool)
-            )
-            best = float(np.mean((pred - val_tgt[w, c]) ** 2))
-            best_state = {k: v.detach().clone() for k, v in net.trainable_state().items()}
-            self.history_.append({"epoch": 0, "val_loss": best, "seconds": 0.0})
-            log.info("timellm epoch 0 (untrained head): starting mix %s on validation %s; val_loss %.4f",
-                     chosen, {k: round(v, 4) for k, v in scores.items()}, best)  # fmt: skip
-        for epoch in range(1, cfg.epochs + 1):
-            t0 = time.perf_counter()
-            net.train()
-            order = rng.permutation(pool)[:per_epoch]
-            t_ref = time.perf_counter()
-            if train_refs is not None:
-                train_refs.fill_windows(order // n_ch)  # one predict per member per epoch, for new windows only
-            if self.use_prompt_:
-                train_cache.fill(order)  # one tokenizer call per epoch, for new windows only
-            self.reference_seconds_["forecast_train"] = self.reference_seconds_.get("forecast_train", 0.0) + round(
-                time.perf_counter() - t_ref, 3
-            )
-            total, count = 0.0, 0
-            bar = tqdm(
-                range(0, per_epoch, cfg.batch_size),
-                desc=f"timellm epoch {epoch}/{cfg.epochs}",
-                disable=not cfg.progress,
-                leave=False,
-            )
-            for i in bar:
-                idx = order[i : i + cfg.batch_size]
-                w, c = idx // n_ch, idx % n_ch
-                x = torch.from_numpy(ctx[w, c]).to(self.device_)
-                y = torch.from_numpy(tgt[w, c]).to(self.device_)
-                ids = mask = refs = None
-                if self.use_prompt_:
-                    ids_np, mask_np = train_cache.get(idx)
-                    ids, mask = torch.from_numpy(ids_np).to(self.device_), torch.from_numpy(mask_np).to(self.device_)
-                if self.use_references_:
-                    refs = torch.from_numpy(train_refs.get(idx)).to(self.device_)  # [B, R, H]
-                with self._autocast():
-                    out = net(x, ids, mask, refs=refs)
-                loss = torch.nn.functional.mse_loss(out.float(), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                opt.step()
-                sched.step()
-                total += loss.item() * len(idx)
-                count += len(idx)
-                bar.set_postfix(loss=f"{total / count:.4f}")
-            bar.close()
-            record = {"epoch": epoch, "train_loss": total / max(count, 1)}
-            if val_ctx is not None:
-                w, c = vpool // n_ch, vpool % n_ch
-                pred = self._forward_samples(
-                    val_ctx[w, c],
-                    *(val_cache.get(vpool) if self.use_prompt_ else (None, None)),
-                    val_refs.get(vpool) if self.use_references_ else None,
-                )
-                record["val_loss"] = float(np.mean((pred - val_tgt[w, c]) ** 2))
-            record["seconds"] = time.perf_counter() - t0
-            self.history_.append(record)
-            log.info("timellm epoch %d: %s", epoch, {k: round(v, 4) for k, v in record.items()})
-            if val_ctx is None:
-                continue
-            if record["val_loss"] < best:
-                best, bad, self.best_epoch_ = record["val_loss"], 0, epoch
-                best_state = {k: v.detach().clone() for k, v in net.trainable_state().items()}
-            else:
-                bad += 1
-                if bad >= cfg.patience:
-                    log.info("timellm: early stop after epoch %d (best epoch %d).", epoch, self.best_epoch_)
-                    break
-        if best_state is not None:
-            net.load_state_dict(best_state, strict=False)
-        else:
-            self.best_epoch_ = len(self.history_)
-        net.eval()
+        start_val = self._start_mix(train_samples, pool, val_samples, val_set, vpool, rng)
+        self.setup_seconds_ = round(time.perf_counter() - t0, 3)
+        result = self.trainer_.fit(train_samples, pool, per_epoch, rng, val_samples, vpool,
+                                   stop_after=self.fixed_epochs, start_val=start_val)
+        self.history_, self.best_epoch_ = result.history, result.best_epoch
         self.fit_seconds_ = time.perf_counter() - start
         return self
 
-    # ------------------------------------------------------------------ predict
-    @torch.no_grad()
-    def _forward_samples(
-        self, x: np.ndarray, ids: np.ndarray | None, mask: np.ndarray | None, refs: np.ndarray | None = None
-    ) -> np.ndarray:
-        """Samples x [M, L] (+ prompt ids [M, Pp], references [M, R, H]) -> forecasts [M, H] float32, in eval mode."""
-        net = self.net_
-        out = np.empty((x.shape[0], self.horizon_), dtype=np.float32)
-        bs = self.config.eval_batch_size
-        if refs is not None and net.head_is_zero():
-            # The head is zero (the checkpoint chosen on validation is the untrained start): the forecast is the
-            # reference mix alone and the backbone cannot change it, so it is not run.
-            for i in range(0, x.shape[0], bs):
-                xb, rb = (torch.from_numpy(np.ascontiguousarray(a[i : i + bs])) for a in (x, refs))
-                out[i : i + bs] = net.reference_mix_forecast(xb.to(self.device_), rb.to(self.device_)).cpu().numpy()
-            return out
-        was_training = net.training
-        net.eval()
-        with self._autocast():
-            kv = net.prototype_kv()  # computed once for every batch
-            for i in range(0, x.shape[0], bs):
-                xb = torch.from_numpy(np.ascontiguousarray(x[i : i + bs])).to(self.device_)
-                ib = mb = rb = None
-                if ids is not None:
-                    ib = torch.from_numpy(ids[i : i + bs]).to(self.device_)
-                    mb = torch.from_numpy(mask[i : i + bs]).to(self.device_)
-                if refs is not None:
-                    rb = torch.from_numpy(np.ascontiguousarray(refs[i : i + bs])).to(self.device_)
-                out[i : i + bs] = net(xb, ib, mb, kv=kv, refs=rb).float().cpu().numpy()
-        net.train(was_training)
-        return out
+    def _measure_prompt(self, train_set: WindowSet, refs: SampleCache | None, pool: np.ndarray,
+                        rng: np.random.Generator) -> None:
+        """Prompt length: the longest prompt over a sample of training windows, plus a margin."""
+        cfg = self.config
+        probe = rng.choice(pool, size=min(PROMPT_PROBE, len(pool)), replace=False)
+        probe_refs = refs.get(probe) if (refs is not None and self.use_classical_text_) else None
+        longest = self.encoder_.measure(train_set.samples(probe)[0], probe_refs)
+        if longest + PROMPT_MARGIN > cfg.max_prompt_tokens:
+            log.warning("timellm: prompts of up to %d tokens are cut to core.max_prompt_tokens=%d.",
+                        longest, cfg.max_prompt_tokens)  # fmt: skip
+        self.prompt_len_ = self.encoder_.prompt_len = min(cfg.max_prompt_tokens, longest + PROMPT_MARGIN)
 
-    def predict(self, context: np.ndarray) -> np.ndarray:
-        """Forecast ``context`` [N, C, L] -> [N, C, H] float32 (scaled units)."""
+    def _start_mix(self, train: Samples, pool: np.ndarray, val: Samples | None, val_set: WindowSet | None,
+                   vpool: np.ndarray | None, rng: np.random.Generator) -> float | None:
+        """Set the network's starting mix of the references; return its validation loss (epoch 0).
+
+        The least-squares mix is fitted on training samples. Without a fixed
+        start, the start is chosen on validation among that mix and each
+        reference alone, so that the fused core starts no worse on validation
+        than its best reference; a frozen copy takes the start chosen before.
+        """
+        net = self.net_
+        self.start_mix_ = None
+        if net.reference_mix is None:
+            return None
+        sample = rng.choice(pool, size=min(MIX_INIT_SAMPLES, len(pool)), replace=False)
+        x, y, _, _, refs = train.batch(sample)
+        net.init_reference_mix(torch.from_numpy(x), torch.from_numpy(refs), torch.from_numpy(y))
+        candidates = {LEAST_SQUARES: net.reference_mix.detach().clone()}
+        for i, name in enumerate(self.reference_names_):
+            candidates[name] = torch.nn.functional.one_hot(torch.tensor(i), len(self.reference_names_)).float()
+        if self.fixed_start is not None:
+            if self.fixed_start not in candidates:
+                raise ValueError(f"timellm: the fixed start {self.fixed_start!r} is not among {list(candidates)}.")
+            with torch.no_grad():
+                net.reference_mix.copy_(candidates[self.fixed_start])
+            self.start_mix_ = {"chosen": self.fixed_start, "fixed": True}
+            return None
+        if val is None or val_set is None or vpool is None:
+            self.start_mix_ = {"chosen": LEAST_SQUARES, "val_mse": None}
+            return None
+        n_val = len(val_set) * self.n_channels_
+        dense = np.linspace(0, n_val - 1, min(n_val, MIX_CHOICE_SAMPLES)).round().astype(np.int64)
+        xv, yv, _, _, rv = val.batch(dense)
+        tx, tr = torch.from_numpy(xv), torch.from_numpy(rv)
+        scores = {k: float(np.mean((net.reference_mix_forecast(tx, tr, mix).numpy() - yv) ** 2))
+                  for k, mix in candidates.items()}
+        chosen = min(scores, key=scores.__getitem__)
+        with torch.no_grad():
+            net.reference_mix.copy_(candidates[chosen])
+        self.start_mix_ = {"chosen": chosen, "val_mse": scores, "samples": len(dense)}
+        start_val = self.trainer_.score(val, vpool)
+        log.info("timellm epoch 0 (untrained head): starting mix %s on validation %s",
+                 chosen, {k: round(v, 4) for k, v in scores.items()})  # fmt: skip
+        return start_val
+
+    def frozen(self) -> Self:
+        """An unfitted copy that trains the epoch count chosen here, from the start chosen here, without validation."""
+        if not hasattr(self, "best_epoch_"):
+            raise not_fitted(self.name)
+        twin = type(self)(self.config, self.period)
+        twin.name = self.name
+        twin.fixed_epochs = int(self.best_epoch_)
+        twin.fixed_start = (self.start_mix_ or {}).get("chosen")
+        return twin
+
+    # ------------------------------------------------------------------ predict
+    def _check_references(self, references: np.ndarray | None, context: np.ndarray) -> np.ndarray | None:
+        if not self.reference_names_:
+            return None
+        n, c, _ = context.shape
+        want = (n, c, len(self.reference_names_), self.horizon_)
+        if references is None:
+            raise ValueError(f"timellm reads the forecasts of {', '.join(self.reference_names_)}; pass "
+                             f"`references` of shape {list(want)} (the pipeline does).")
+        references = np.asarray(references, dtype=np.float32)[..., : self.horizon_]
+        if references.shape != want:
+            raise ValueError(f"`references` must have shape {list(want)}; got {list(references.shape)}.")
+        return references.reshape(n * c, *want[2:])
+
+    def predict(self, context: np.ndarray, references: np.ndarray | None = None) -> np.ndarray:
+        """Forecast ``context`` [N, C, L] -> [N, C, H] float32 (scaled units).
+
+        Args:
+            context: the windows.
+            references: the reference members' forecasts of the same windows
+                [N, C, R, H] (R = ``len(reference_names_)``), when the core
+                reads references.
+        """
         if not hasattr(self, "net_"):
-            raise RuntimeError("timellm: call fit (or load) before predict.")
+            raise not_fitted(self.name)
         context = check_context(context, self.context_length_)
         self._threads()
         n, c, L = context.shape
         x = context.reshape(n * c, L)
-        refs = self._reference_forecasts(context)  # [N, C, R, H] or None
-        if refs is not None:
-            refs = refs.reshape(n * c, *refs.shape[2:])  # [N*C, R, H]
+        refs = self._check_references(references, context)  # [N*C, R, H] or None
         ids = mask = None
         if self.use_prompt_:
             ids, mask = self.encoder_.encode(x, refs if self.use_classical_text_ else None)
-        return self._forward_samples(x, ids, mask, refs if self.use_references_ else None).reshape(n, c, self.horizon_)
+        out = self.trainer_.forward(x, ids, mask, refs if self.use_references_ else None)
+        return out.reshape(n, c, self.horizon_)
 
     # ------------------------------------------------------------------ explanation
-    def prompt_text(self, context: np.ndarray) -> list[str]:
+    def prompt_text(self, context: np.ndarray, references: np.ndarray | None = None) -> list[str]:
         """The prompt the core reads for each channel of ``context`` [1, C, L] (before the cut to prompt_len_)."""
         context = check_context(context, self.context_length_)
         n, c, L = context.shape
         if not self.use_prompt_:
             return ["(no prompt: core.prompt is false or core.backbone is none)"] * (n * c)
-        refs = self._reference_forecasts(context) if self.use_classical_text_ else None
-        if refs is not None:
-            refs = refs.reshape(n * c, *refs.shape[2:])
+        refs = self._check_references(references, context) if self.use_classical_text_ else None
         return self.encoder_.full_texts(context.reshape(n * c, L), refs)
 
     @torch.no_grad()
-    def explain(self, context: np.ndarray) -> list[str]:
+    def explain(self, context: np.ndarray, references: np.ndarray | None = None) -> list[str]:
         """Per channel of ``context`` [1, C, L]: the most-attended text prototypes and their nearest words.
 
         Attention is the reprogramming cross-attention, averaged over heads and
@@ -503,14 +408,16 @@ class TimeLLM:
         """
         context = check_context(context, self.context_length_)
         net = self.net_
+        rows = context.shape[0] * context.shape[1]
         if net.head_is_zero():
-            mix = ", ".join(f"{n} {w:+.3f}" for n, w in zip(self.references_, net.reference_mix.tolist(), strict=True))
-            start = (self.start_mix_ or {}).get("chosen", "least-squares mix")
+            mix = ", ".join(f"{n} {w:+.3f}" for n, w in zip(self.reference_names_, net.reference_mix.tolist(),
+                                                            strict=True))
+            start = (self.start_mix_ or {}).get("chosen", LEAST_SQUARES)
             line = (f"the checkpoint chosen on validation is the untrained start (epoch 0): the mix of the references "
                     f"({start}: {mix}); the backbone and the prompt do not change this forecast")  # fmt: skip
-            return [line] * (context.shape[0] * context.shape[1])
+            return [line] * rows
         if net.backbone is None or self.tokenizer_ is None:
-            return ["(no text prototypes: core.backbone is none)"] * (context.shape[0] * context.shape[1])
+            return ["(no text prototypes: core.backbone is none)"] * rows
         x = torch.from_numpy(np.ascontiguousarray(context.reshape(-1, self.context_length_))).to(self.device_)
         mean, std = revin_stats(x)
         z = (x - mean) / std
@@ -540,7 +447,7 @@ class TimeLLM:
     _FITTED = (
         "context_length_", "horizon_", "seed_", "description_", "patch_len_", "stride_", "use_prompt_",
         "prompt_len_", "llm_layers_", "n_trainable_", "n_frozen_", "history_", "best_epoch_", "fit_seconds_",
-        "use_references_", "use_classical_text_", "reference_failed_", "reference_seconds_", "start_mix_",
+        "use_references_", "use_classical_text_", "reference_missing_", "start_mix_", "n_channels_",
     )  # fmt: skip
 
     def save(self, directory: Path) -> None:
@@ -557,10 +464,9 @@ class TimeLLM:
             "period": self.period,
             "config": dataclasses.asdict(self.config),
             "fitted": {k: getattr(self, k) for k in self._FITTED},
+            "reference_names": list(self.reference_names_),
+            "fixed": {"epochs": self.fixed_epochs, "start": self.fixed_start},
         }
-        meta["reference_members"] = list(self.references_)
-        if self.references_:
-            joblib.dump(self.references_, directory / REFERENCES_FILE)
         (directory / STATE_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
     @classmethod
@@ -572,14 +478,10 @@ class TimeLLM:
         config["reference_members"] = tuple(config.get("reference_members", ()))
         self = cls(CoreConfig(**config), period=meta["period"])
         self.name = meta["name"]
-        self.use_references_ = self.use_classical_text_ = False  # runs saved before the fusion
-        self.reference_failed_, self.reference_seconds_, self.start_mix_ = {}, {}, None
         for k, v in meta["fitted"].items():
             setattr(self, k, v)
-        self.references_ = {}
-        if meta.get("reference_members"):
-            refs = joblib.load(directory / REFERENCES_FILE)
-            self.references_ = {n: refs[n] for n in meta["reference_members"]}
+        self.reference_names_ = tuple(meta.get("reference_names", ()))
+        self.fixed_epochs, self.fixed_start = meta["fixed"]["epochs"], meta["fixed"]["start"]
         self.device_ = self._device()
         self._threads()
         self._build()
@@ -591,3 +493,14 @@ class TimeLLM:
             raise ValueError(f"timellm weights in {directory} do not match the network: {wrong[:5]}")
         self.net_.eval()
         return self
+
+    def describe(self) -> dict[str, Any]:
+        """Fit details for the manifest."""
+        return {
+            "best_epoch": getattr(self, "best_epoch_", None),
+            "start_mix": getattr(self, "start_mix_", None),
+            "references": list(getattr(self, "reference_names_", ())),
+            "n_trainable": getattr(self, "n_trainable_", None),
+            "n_frozen": getattr(self, "n_frozen_", None),
+            "fixed_epochs": self.fixed_epochs,
+        }

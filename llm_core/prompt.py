@@ -16,6 +16,8 @@ References:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 _FFT_CHUNK = 4096  # windows per FFT call (bounds the temporary memory)
@@ -232,70 +234,73 @@ class PromptEncoder:
         return ids, mask
 
 
-class ReferenceCache:
-    """The classical members' forecasts of a fixed set of windows, computed once and kept.
+class SampleCache:
+    """Per-sample rows computed on demand for a fixed set of windows, and kept.
 
-    Each window's references come from its own context only: the fitted
-    members' batched ``predict`` of that window.
+    Samples are numbered as the trainer counts them (``s``: channel
+    ``s % C`` of window ``s // C``). ``compute(windows)`` returns the rows of
+    every channel of the given windows ``[n, C, ...]``; only the requested
+    samples' rows are stored, so the untouched part of the table costs no
+    memory.
 
     Args:
-        members: the fitted reference members, in order (R of them).
-        windows: all windows of the set [N, C, L] (a view; nothing is copied).
-        horizon: H (a member fitted for a longer horizon is truncated).
+        compute: window indices [n] -> rows [n, C, *shape].
+        n_windows, n_channels: the set's size.
+        shape, dtype: one sample's row.
     """
 
-    def __init__(self, members: list[object], windows: np.ndarray, horizon: int) -> None:
-        self.members, self.windows, self.horizon = list(members), windows, horizon
-        n, c = windows.shape[:2]
-        self.values = np.zeros((n, c, len(self.members), horizon), dtype=np.float32)  # untouched pages cost nothing
-        self.done = np.zeros(n, dtype=bool)
+    def __init__(self, compute: Callable[[np.ndarray], np.ndarray], n_windows: int, n_channels: int,
+                 shape: tuple[int, ...], dtype: type = np.float32) -> None:
+        self.compute, self.n_channels = compute, n_channels
+        self.values = np.zeros((n_windows * n_channels, *shape), dtype=dtype)  # untouched pages cost nothing
+        self.done = np.zeros(n_windows * n_channels, dtype=bool)
 
-    def fill_windows(self, w: np.ndarray) -> None:
-        """Forecast (one batched call per member) every window of ``w`` not yet cached."""
-        todo = np.unique(w[~self.done[w]])
+    def fill(self, index: np.ndarray) -> None:
+        """Compute (one call) the rows of every sample of ``index`` not yet cached."""
+        index = np.asarray(index, dtype=np.int64)
+        todo = np.unique(index[~self.done[index]])
         if todo.size:
-            ctx = np.ascontiguousarray(self.windows[todo])
-            for r, member in enumerate(self.members):
-                self.values[todo, :, r] = member.predict(ctx)[:, :, : self.horizon]  # type: ignore[attr-defined]
+            w, c = todo // self.n_channels, todo % self.n_channels
+            uniq, inv = np.unique(w, return_inverse=True)
+            rows = self.compute(uniq)  # [n_w, C, *shape]
+            self.values[todo] = rows[inv, c]
             self.done[todo] = True
 
     def get(self, index: np.ndarray) -> np.ndarray:
-        """References [len(index), R, H] of the samples ``index`` (sample s: channel s % C of window s // C)."""
-        c = self.windows.shape[1]
-        self.fill_windows(index // c)
-        return self.values[index // c, index % c]
+        """Rows [len(index), *shape] of the samples ``index``."""
+        self.fill(index)
+        return self.values[np.asarray(index, dtype=np.int64)]
 
 
 class PromptCache:
-    """Prompt ids of a fixed set of windows, encoded lazily once and kept.
+    """Prompt ids and masks of a fixed set of samples, encoded lazily once and kept.
 
     Args:
         encoder: the :class:`PromptEncoder`.
-        windows: all windows of the set [N, C, L] (a view; nothing is copied).
-            Sample ``s`` is channel ``s % C`` of window ``s // C``.
-        references: the set's :class:`ReferenceCache`, needed when the
-            encoder summarises classical forecasts.
+        samples: sample indices [m] -> context rows [m, L].
+        n_samples: the set's size (windows x channels).
+        references: the set's reference rows (a :class:`SampleCache`), needed
+            when the encoder summarises classical forecasts.
     """
 
-    def __init__(self, encoder: PromptEncoder, windows: np.ndarray, references: ReferenceCache | None = None) -> None:
-        self.encoder = encoder
-        self.windows = windows
-        self.references = references
-        m = windows.shape[0] * windows.shape[1]
-        self.ids = np.zeros((m, encoder.prompt_len), dtype=np.int64)
-        self.mask = np.zeros((m, encoder.prompt_len), dtype=np.int64)
-        self.done = np.zeros(m, dtype=bool)
+    def __init__(self, encoder: PromptEncoder, samples: Callable[[np.ndarray], np.ndarray], n_samples: int,
+                 references: SampleCache | None = None) -> None:
+        self.encoder, self.samples, self.references = encoder, samples, references
+        self.ids = np.zeros((n_samples, encoder.prompt_len), dtype=np.int64)
+        self.mask = np.zeros((n_samples, encoder.prompt_len), dtype=np.int64)
+        self.done = np.zeros(n_samples, dtype=bool)
 
     def fill(self, index: np.ndarray) -> None:
-        """Encode (in one tokenizer call) every window of ``index`` not yet cached."""
+        """Encode (in one tokenizer call) every sample of ``index`` not yet cached."""
+        index = np.asarray(index, dtype=np.int64)
         todo = np.unique(index[~self.done[index]])
         if todo.size:
-            c = self.windows.shape[1]
             refs = self.references.get(todo) if self.references is not None else None
-            ids, mask = self.encoder.encode(self.windows[todo // c, todo % c], refs)
+            ids, mask = self.encoder.encode(self.samples(todo), refs)
             self.ids[todo], self.mask[todo], self.done[todo] = ids, mask, True
 
     def get(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """ids and mask [len(index), prompt_len] of the windows ``index``."""
+        """ids and mask [len(index), prompt_len] of the samples ``index``."""
         self.fill(index)
+        index = np.asarray(index, dtype=np.int64)
         return self.ids[index], self.mask[index]

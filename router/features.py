@@ -142,7 +142,8 @@ def member_features(
         context: [N, C, L] scaled values.
         forecasts: member -> forecast [N, C, H] for the window.
         backtests: member -> forecast [N, C, >= steps] made from
-            ``shift_context(context, steps)``.
+            ``shift_context(context, steps)``; a member without one (the
+            core, whose backtest would cost a second inference pass) gets 0.
         members: member order.
         steps: H', the backtested points (the last ``steps`` of the context).
 
@@ -157,10 +158,11 @@ def member_features(
     dev = (stack - median).mean(-1) / sd[..., None]  # [N, C, M]
     actual = x[..., -steps:]
     bt = np.stack(
-        [((np.asarray(backtests[m][..., :steps], dtype=np.float64) - actual) ** 2).mean(-1) for m in members],
+        [((np.asarray(backtests[m][..., :steps], dtype=np.float64) - actual) ** 2).mean(-1) / sd**2
+         if m in backtests else np.full(sd.shape, np.nan) for m in members],
         axis=-1,
-    )  # [N, C, M]
-    bt = np.log(bt / sd[..., None] ** 2 + 1e-4)
+    )  # [N, C, M]; NaN: no backtest for that member (the feature is 0 for it)
+    bt = np.nan_to_num(np.log(bt + 1e-4), nan=0.0)
     return np.concatenate([spread[..., None], dev, bt], axis=-1)
 
 
@@ -184,7 +186,7 @@ def window_features(
     for i in range(0, context.shape[0], CHUNK):
         part = slice(i, i + CHUNK)
         fc = {m: forecasts[m][part] for m in members}
-        bt = {m: backtests[m][part] for m in members}
+        bt = {m: backtests[m][part] for m in members if m in backtests}
         out.append(np.concatenate(
             [context_features(context[part], periods), member_features(context[part], fc, bt, members, steps)],
             axis=-1,

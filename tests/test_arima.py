@@ -9,8 +9,8 @@ import pytest
 from statsmodels.tsa.arima.model import ARIMA
 
 from baselines.arima import Arima, ArimaChannel, forecast_windows
-from hybrid.contract import TaskSpec
-from hybrid.protocol import windows
+from kernel.contract import TaskSpec
+from kernel.protocol import windows
 from tests._classical_data import PERIOD, sarima_like, snaive_mse
 
 L, H = 96, 24

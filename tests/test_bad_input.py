@@ -113,8 +113,9 @@ def test_constant_channel_warns_and_scores_finite(capsys, tmp_path):
     assert "constant" in capsys.readouterr().err
     import json
 
-    metrics = json.loads(Path("run/manifest.json").read_text())["metrics"]["24"]
+    metrics = json.loads(Path("run/manifest.json").read_text())["results"]["24"]["metrics"]
     assert all(np.isfinite(s["test"]["mse"]) for s in metrics.values())
+    assert all(np.isfinite(s["oof"]["mse"]) for s in metrics.values())
 
 
 def test_unknown_config_key_in_set_and_file(capsys, tmp_path, csv_path):

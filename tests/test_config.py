@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from hybrid.config import Config, load_config, parse_set, reference_markdown, reference_rows
-from hybrid.errors import HybridInputError
+from kernel.errors import HybridInputError
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

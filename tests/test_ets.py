@@ -8,9 +8,9 @@ from statsmodels.tsa.exponential_smoothing.ets import ETSModel
 
 from baselines.ets import Ets, EtsChannel, forecast_windows
 from hybrid.config import Config
-from hybrid.contract import TaskSpec
 from hybrid.members import make_member
-from hybrid.protocol import windows
+from kernel.contract import TaskSpec
+from kernel.protocol import windows
 from tests._classical_data import PERIOD, seasonal_noise, snaive_mse
 
 L, H = 96, 24

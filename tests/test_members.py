@@ -8,9 +8,9 @@ import pytest
 from baselines.linear import RidgeLinear, moving_average
 from baselines.naive import Drift, SeasonalNaive, WindowMean
 from hybrid.config import load_config
-from hybrid.contract import TaskSpec
 from hybrid.members import REGISTRY, make_member
-from hybrid.protocol import windows
+from kernel.contract import TaskSpec
+from kernel.protocol import windows
 
 CLASSICAL = sorted(n for n in REGISTRY if n != "timellm")
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from baselines.arima import Arima
-from hybrid.contract import TaskSpec
-from hybrid.parallel import n_workers, parallel_map
-from hybrid.protocol import windows
+from kernel.contract import TaskSpec
+from kernel.parallel import n_workers, parallel_map
+from kernel.protocol import windows
 from tests._classical_data import PERIOD, ar2_seasonal
 
 HAS_DASK = importlib.util.find_spec("dask") is not None and importlib.util.find_spec("distributed") is not None

@@ -1,8 +1,7 @@
 import numpy as np
 
-from hybrid.config import DataConfig
-from hybrid.data import load_series
-from hybrid.periods import detect_periods
+from kernel.data import DataConfig, load_series
+from kernel.periods import detect_periods
 from tests.conftest import shared_file
 
 

@@ -22,14 +22,20 @@ def test_fit_forecast_evaluate(capsys, csv_path, fit_args):
     assert manifest["complete"] and manifest["horizons"] == [12, 24]
     assert manifest["periods"]["dominant"][0] == 24
     assert manifest["windows"]["24"]["test"] == manifest["split"]["test_end"] - manifest["split"]["test_start"] - 96 - 24 + 1
-    for key in ("config", "versions", "fingerprint", "split", "members", "metrics"):
+    for key in ("config", "versions", "fingerprint", "split", "members", "results", "cross_fit", "refit"):
         assert key in manifest
     assert set(manifest["members"]["linear"]["fit_seconds"]) == {"12", "24"}
+    assert set(manifest["members"]["linear"]["fit_seconds"]["24"]) == {"selection", "folds", "refit", "production"}
+    assert manifest["cross_fit"]["classical"]["folds"] == 5
     capsys.readouterr()
 
     assert main(["forecast", "--horizon", "20"]) == 0
     out = pd.read_csv(latest / "forecast.csv", parse_dates=["timestamp"])
-    assert list(out.columns) == ["timestamp", "c0", "c1"] and len(out) == 20
+    bands = [f"{c}-{side}-{lv}" for c in ("c0", "c1") for lv in ("80", "95") for side in ("lo", "hi")]
+    assert sorted(out.columns) == sorted(["timestamp", "c0", "c1", *bands]) and len(out) == 20
+    for c in ("c0", "c1"):  # nested bands around the forecast
+        assert (out[f"{c}-lo-95"] <= out[f"{c}-lo-80"]).all() and (out[f"{c}-lo-80"] <= out[c]).all()
+        assert (out[c] <= out[f"{c}-hi-80"]).all() and (out[f"{c}-hi-80"] <= out[f"{c}-hi-95"]).all()
     last = pd.Timestamp(manifest["last_timestamp"])
     assert out["timestamp"].iloc[0] == last + pd.Timedelta(hours=1)
     assert (out["timestamp"].diff().dropna() == pd.Timedelta(hours=1)).all()
@@ -41,7 +47,9 @@ def test_fit_forecast_evaluate(capsys, csv_path, fit_args):
     report = json.loads(capsys.readouterr().out)
     assert report["context_length"] == 96
     assert report["horizons"]["24"]["linear"]["mse"] < report["horizons"]["24"]["seasonal_naive"]["mse"]
-    assert {"equal", "inverse_error", "best_single", "hybrid"} <= set(report["horizons"]["12"])
+    assert {"equal", "inverse_error", "best_single", "top_k", "hybrid"} <= set(report["horizons"]["12"])
+    assert report["horizons"]["12"]["linear"]["oof_mse"] > 0
+    assert set(report["horizons"]["12"]["hybrid"]["intervals"]) == {"80", "95"}
 
 
 def test_forecast_with_newer_data_and_reload_is_exact(capsys, tmp_path, fit_args):
@@ -87,18 +95,20 @@ def test_features_ms_scores_target_only(csv_path, fit_args, tmp_path):
     assert ms["output_columns"] == ["c0"] and ms["columns"] == ["c0", "c1"]
     assert s["columns"] == ["c0"]
     # channel-independent members see the same target channel either way
-    assert ms["metrics"]["24"]["seasonal_naive"]["test"]["mse"] == pytest.approx(
-        s["metrics"]["24"]["seasonal_naive"]["test"]["mse"])
+    assert ms["results"]["24"]["metrics"]["seasonal_naive"]["test"]["mse"] == pytest.approx(
+        s["results"]["24"]["metrics"]["seasonal_naive"]["test"]["mse"])
+    assert list(ms["results"]["24"]["metrics"]["linear"]["test"]["per_channel"]) == ["c0"]
     assert main(["forecast", "--run-dir", "ms"]) == 0
-    assert list(pd.read_csv("ms/forecast.csv").columns) == ["timestamp", "c0"]
+    assert list(pd.read_csv("ms/forecast.csv").columns) == ["timestamp", "c0", "c0-lo-80", "c0-hi-80", "c0-lo-95",
+                                                           "c0-hi-95"]
 
 
 def test_set_overrides_reach_the_members(csv_path, fit_args):
     assert main(["fit", "--data", str(csv_path), *fit_args, "--run-dir", "a",
                  "--set", "seasonal_naive.period=12", "--set", "linear.alphas=[10.0]"]) == 0
-    members = json.loads(Path("a/manifest.json").read_text())["members"]
-    assert members["seasonal_naive"]["details"]["period"] == 12
-    assert members["linear"]["details"]["alpha"] == 10.0
+    members = json.loads(Path("a/manifest.json").read_text())["results"]["24"]["members"]
+    assert members["seasonal_naive"]["selection"]["period"] == 12
+    assert members["linear"]["selection"]["alpha"] == 10.0 and members["linear"]["refit"]["alpha"] == 10.0
 
 
 def test_default_dataset_builtin(capsys):
@@ -116,8 +126,8 @@ def test_period_experts_join_for_each_detected_period(csv_path, fit_args, capsys
     assert main(["fit", "--data", str(csv_path), *fit_args, "--run-dir", "pe",
                  "--set", "task.period_experts=[seasonal_naive]"]) == 0
     manifest = json.loads(Path("pe/manifest.json").read_text())
-    assert "seasonal_naive@24" in manifest["metrics"]["24"]
-    assert manifest["members"]["seasonal_naive@24"]["details"]["period"] == 24
+    assert "seasonal_naive@24" in manifest["results"]["24"]["metrics"]
+    assert manifest["results"]["24"]["members"]["seasonal_naive@24"]["selection"]["period"] == 24
     capsys.readouterr()
     assert main(["fit", "--data", str(csv_path), *fit_args, "--set", "task.period_experts=[linear]"]) == 2
     assert "takes no period" in capsys.readouterr().err

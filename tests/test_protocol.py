@@ -1,10 +1,9 @@
 import numpy as np
 import pytest
 
-from hybrid.config import DataConfig
-from hybrid.data import load_series
-from hybrid.errors import HybridInputError
-from hybrid.protocol import Scaler, make_split, mse_mae, windows
+from kernel.data import DataConfig, load_series
+from kernel.errors import HybridInputError
+from kernel.protocol import Scaler, make_split, mse_mae, windows
 from tests.conftest import shared_file
 
 

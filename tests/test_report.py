@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from hybrid.cli import main
-from hybrid.pipeline import _member_texts
+from hybrid.deployment import member_texts
 from hybrid.report import member_period
 
 FAST = ["--context-length", "48", "--horizon", "12", "--set", "runtime.progress=false",
@@ -20,7 +20,7 @@ FAST = ["--context-length", "48", "--horizon", "12", "--set", "runtime.progress=
 @pytest.fixture
 def long_csv(tmp_path: Path) -> Path:
     """3000 hourly rows, 2 channels, whose regime switches every 200 rows between a
-    daily cycle and a noisy random walk: enough validation windows for the held-back check."""
+    daily cycle and a noisy random walk: what each window looks like says which member wins."""
     rng = np.random.default_rng(0)
     n = 3000
     t = np.arange(n)
@@ -41,17 +41,23 @@ def test_router_flag_evaluate_forecast_report(capsys, long_csv):
     assert main(["fit", "--data", str(long_csv), *FAST, "--members", members, "--router", "rules",
                  "--run-dir", "run"]) == 0
     manifest = json.loads(Path("run/manifest.json").read_text())
-    comb = manifest["combiner"]["12"]
+    entry = manifest["results"]["12"]
+    comb = entry["combiner"]
     assert comb["mode"] == "rules" and manifest["config"]["router"]["mode"] == "rules"
-    assert Path("run", comb["router"]["file"]).is_file()
-    assert set(comb["router"]["check"]) == {"vote", "select", "rules"}
-    assert manifest["metrics"]["12"]["hybrid"]["router"] == "rules"
+    assert Path("run/combiner-h12.joblib").is_file()
+    assert set(entry["router"]["check"]) == {"vote", "select", "rules", "static"}
+    # the regimes are visible in the features: the rule table beats equal weights and the best member out of fold
+    check = entry["router"]["check"]["rules"]
+    assert check["passed"] and comb["used"] == "rules" and comb["fallback"] is None
+    assert check["oof_mse"] < min(check["oof_mse_equal"], check["oof_mse_best_single"])
+    assert entry["metrics"]["hybrid"]["router"] == "rules"
+    assert entry["metrics"]["hybrid"]["test"]["mse"] == entry["metrics"]["router_rules"]["test"]["mse"]
     capsys.readouterr()
 
     assert main(["evaluate", "--run-dir", "run", "--json"]) == 0
     scores = json.loads(capsys.readouterr().out)["horizons"]["12"]
-    expected = {"hybrid", "equal", "inverse_error", "best_single", "router_vote", "router_select", "router_rules",
-                *members.split(",")}
+    expected = {"hybrid", "equal", "inverse_error", "best_single", "top_k", "router_vote", "router_select",
+                "router_rules", *members.split(",")}
     assert expected <= set(scores)
 
     assert main(["forecast", "--run-dir", "run"]) == 0
@@ -59,9 +65,10 @@ def test_router_flag_evaluate_forecast_report(capsys, long_csv):
     assert "report.md" in out
     md = Path("run/report.md").read_text()
     for section in ("# Forecast report", "## How the forecast is made", "## c0", "### Why", "### Members",
-                    "### What drove the weights", "### Weight per period", "## Router check on held-back",
-                    "## Rule table", "![c0](plot-c0.png)"):
+                    "### What drove the weights", "### Weight per period", "## Router check, out of fold",
+                    "## Out-of-fold error by fold", "## Rule table", "![c0](plot-c0.png)", "% band at the end"):
         assert section in md, section
+    assert "**Fallback.**" not in md
     rep = json.loads(Path("run/report.json").read_text())
     ch = rep["channels"]["c0"]
     assert {r["member"] for r in ch["members"]} == set(members.split(","))
@@ -69,14 +76,13 @@ def test_router_flag_evaluate_forecast_report(capsys, long_csv):
     assert sum(r["selected"] for r in ch["members"]) == 1
     assert set(ch["period_weights"]) == {"24", "12", "no period"}
     assert sum(ch["period_weights"].values()) == pytest.approx(1.0)
-    assert all(r["val_mse"] is not None and r["test_mse"] is not None for r in ch["members"])
+    assert all(r["oof_mse"] is not None and r["test_mse"] is not None for r in ch["members"])
+    assert set(rep["oof_by_fold"]["nlinear"]) == {"0", "1", "2", "3", "4"}
+    assert ch["router"]["rule"] and ch["router"]["use"] in members.split(",")
+    assert ch["band"]["lo_end"] < ch["combined"]["level_end"] < ch["band"]["hi_end"]
     for col in ("c0", "c1"):
         png = Path(f"run/plot-{col}.png")
         assert png.is_file() and png.read_bytes()[:4] == b"\x89PNG"
-    if rep["fallback"] is None:
-        assert ch["router"]["rule"] and ch["router"]["use"] in members.split(",")
-    else:
-        assert "**Fallback.**" in md
 
     # `hybrid report` re-renders from the stored forecast
     Path("run/report.md").unlink()
@@ -89,11 +95,10 @@ def test_router_flag_evaluate_forecast_report(capsys, long_csv):
 
 
 def test_vote_is_the_default_and_forecast_uses_stored_router(capsys, long_csv):
-    assert main(["fit", "--data", str(long_csv), *FAST, "--members", "seasonal_naive@24,linear",
+    assert main(["fit", "--data", str(long_csv), *FAST, "--members", "seasonal_naive@24,nlinear",
                  "--run-dir", "run"]) == 0
-    manifest = json.loads(Path("run/manifest.json").read_text())
-    comb = manifest["combiner"]["12"]
-    assert comb["mode"] == "vote"
+    comb = json.loads(Path("run/manifest.json").read_text())["results"]["12"]["combiner"]
+    assert comb["mode"] == "vote" and comb["used"] == "vote"  # the regimes make the vote pass its check
     assert main(["forecast", "--run-dir", "run", "--horizon", "6"]) == 0
     frame = pd.read_csv("run/forecast.csv")
     assert len(frame) == 6
@@ -104,17 +109,36 @@ def test_vote_is_the_default_and_forecast_uses_stored_router(capsys, long_csv):
         combined = sum(w[n] * np.asarray(state["members"][n][col]) for n in w)
         np.testing.assert_allclose(frame[col], combined, rtol=1e-4)
     md = Path("run/report.md").read_text()
-    if comb.get("fallback"):
-        assert "**Fallback.**" in md and "falls back" not in md
-    else:
-        assert "For an average validation window" in md
+    assert "**Fallback.**" not in md and "For an average window" in md
     assert "| feature | value | z | favours | disfavours | push |" in md
+
+
+def test_router_without_signal_falls_back_visibly(capsys, tmp_path):
+    """White noise: two members that cannot be told apart by any feature; the vote falls back, and says so."""
+    rng = np.random.default_rng(3)
+    n = 2000
+    frame = pd.DataFrame({"date": pd.date_range("2021-01-01", periods=n, freq="h"),
+                          "c0": rng.normal(size=n), "c1": rng.normal(size=n)})
+    frame.to_csv(tmp_path / "noise.csv", index=False)
+    assert main(["fit", "--data", str(tmp_path / "noise.csv"), *FAST, "--members", "mean,drift",
+                 "--run-dir", "run"]) == 0
+    entry = json.loads(Path("run/manifest.json").read_text())["results"]["12"]
+    comb = entry["combiner"]
+    assert comb["fallback"] is not None
+    assert comb["used"] == comb["fallback"] == entry["router"]["check"]["static"]["fallback"]
+    assert "out of fold it scored" in comb["fallback_reason"]
+    assert main(["forecast", "--run-dir", "run"]) == 0
+    md = Path("run/report.md").read_text()
+    assert "**Fallback.**" in md and comb["fallback"] in md
 
 
 def test_static_router_and_bad_router_flag(capsys, long_csv):
     assert main(["fit", "--data", str(long_csv), *FAST, "--router", "equal", "--run-dir", "run"]) == 0
-    m = json.loads(Path("run/manifest.json").read_text())["metrics"]["12"]
-    assert m["hybrid"]["router"] == "equal" and m["hybrid"]["test"] == m["equal"]["test"]
+    m = json.loads(Path("run/manifest.json").read_text())["results"]["12"]["metrics"]
+    assert m["hybrid"]["router"] == "equal"
+    assert {k: m["hybrid"]["test"][k] for k in ("mse", "mae", "per_channel")} == {
+        k: m["equal"]["test"][k] for k in ("mse", "mae", "per_channel")}
+    assert m["hybrid"]["oof"] == m["equal"]["oof"]
     capsys.readouterr()
     assert main(["fit", "--data", str(long_csv), *FAST, "--router", "magic"]) == 2
     assert "--router" in capsys.readouterr().err
@@ -124,8 +148,8 @@ def test_static_router_and_bad_router_flag(capsys, long_csv):
 
 def test_single_member_runs_without_router(capsys, long_csv):
     assert main(["fit", "--data", str(long_csv), *FAST, "--members", "linear", "--run-dir", "run"]) == 0
-    comb = json.loads(Path("run/manifest.json").read_text())["combiner"]["12"]
-    assert "router" not in comb and comb["fallback"] == "best_single"
+    entry = json.loads(Path("run/manifest.json").read_text())["results"]["12"]
+    assert "router" not in entry and entry["combiner"]["fallback"] == "best_single"
     assert main(["forecast", "--run-dir", "run"]) == 0
     assert "No learned router in this run" in Path("run/report.md").read_text()
 
@@ -149,7 +173,7 @@ def test_member_texts_are_optional_and_never_fatal():
         def explain(self, context):
             raise RuntimeError("no attention stored")
 
-    texts = _member_texts({"a": Talks(), "b": Fails(), "c": object()}, np.zeros((1, 2, 48)))
+    texts = member_texts({"a": Talks(), "b": Fails(), "c": object()}, np.zeros((1, 2, 48)), {}, {})
     assert texts["a"]["prompt_text"] == "window of 48 steps"
     assert texts["a"]["explain"] == {"words": ["rise", "peak"], "scores": [0.6, 0.4]}
     assert "unavailable" in texts["b"]["explain"] and "c" not in texts

@@ -1,13 +1,22 @@
-"""The router: features, the learned modes, the held-back check and its fallback."""
+"""The router: features, the learned modes, the leave-one-fold-out check and its fallback, the static combiners."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from hybrid.config import RouterConfig
-from router.features import backtest_steps, context_feature_names, context_features, feature_names, shift_context
-from router.learned import ROUTER_MODES, combine_per_window, combined_mse, fit_router, moments
+from router.config import RouterConfig
+from router.features import (
+    backtest_steps,
+    context_feature_names,
+    context_features,
+    feature_names,
+    shift_context,
+    window_features,
+)
+from router.fitting import StackSet, fit_router
+from router.models import ROUTER_MODES, combined_mse, moments
+from router.static import STATIC_MODES, combine, static_weights
 
 L, H, C = 96, 12, 2
 
@@ -69,14 +78,36 @@ def test_shift_context_and_backtest_steps():
     assert backtest_steps(96, 512) == 96 and backtest_steps(336, 512) == 128 and backtest_steps(5, 512, 7) == 7
 
 
+K = 5  # folds of the synthetic OOF windows
+
+
+def stack(ctx, forecasts, backtests, target, mask=None, folds=K):  # noqa: ANN001, ANN201
+    """A StackSet over the windows (blocks of consecutive windows as folds) and the feature names."""
+    members = list(forecasts)
+    steps = backtest_steps(H, L)
+    X = window_features(ctx, forecasts, backtests, members, (24,), steps)
+    G, b, c = moments([forecasts[m] for m in members], target)
+    n = ctx.shape[0]
+    mask = np.ones((C, len(members)), bool) if mask is None else mask
+    return StackSet(X, G, b, c, np.arange(n) * folds // n, mask), feature_names((24,), members), steps
+
+
+def fit(ctx, forecasts, backtests, target, cfg=None, mask=None):  # noqa: ANN001, ANN201
+    data, names, steps = stack(ctx, forecasts, backtests, target, mask)
+    router, lofo = fit_router(data, list(forecasts), names, list(forecasts), (24,), H, L, steps, cfg or RouterConfig())
+    return router, lofo, data
+
+
 def test_router_beats_equal_and_best_single_when_features_reveal_the_regime():
     ctx, forecasts, backtests, target, regime = regime_setup()
-    router = fit_router(ctx, forecasts, backtests, target, [0, 1], (24,), RouterConfig(), seed=0)
+    router, lofo, data = fit(ctx, forecasts, backtests, target)
     for mode in ROUTER_MODES:
         check = router.check_[mode]
         assert check["passed"], (mode, check)
-        assert check["holdout_mse"] < 0.8 * min(check["holdout_mse_equal"], check["holdout_mse_best_single"])
-        assert router.fallback_[mode] is None
+        assert check["oof_mse"] < 0.8 * min(check["oof_mse_equal"], check["oof_mse_best_single"])
+        assert check["folds_won"] > K / 2 and router.fallback_[mode] is None
+        # the LOFO weights are what the check scored
+        assert combined_mse(lofo[mode], data.G, data.b, data.c).mean() == pytest.approx(check["oof_mse"])
     # on fresh windows of the same process
     ctx2, fc2, bt2, tgt2, regime2 = regime_setup(n=200, seed=1)
     X = router.features(ctx2, fc2, bt2)
@@ -87,7 +118,7 @@ def test_router_beats_equal_and_best_single_when_features_reveal_the_regime():
         assert w.shape == (200, C, 2)
         assert (w >= 0).all() and np.allclose(w.sum(-1), 1.0)
         assert combined_mse(w, G, b, c).mean() < 0.8 * equal
-        combined = combine_per_window(fc2, router.members, w)
+        combined = combine(fc2, router.members, w)
         np.testing.assert_allclose(combined, w[..., :1] * fc2["seasonal"] + w[..., 1:] * fc2["trend"], atol=1e-5)
     vote = router.weights("vote", X)
     assert vote[regime2 == 0, :, 0].mean() > 0.8 and vote[regime2 == 1, :, 1].mean() > 0.8
@@ -97,47 +128,77 @@ def test_router_beats_equal_and_best_single_when_features_reveal_the_regime():
 
 def test_router_falls_back_when_features_are_noise(caplog):
     ctx, forecasts, backtests, target, _ = regime_setup(informative=False)
-    cfg = RouterConfig(min_gain=0.01)
     with caplog.at_level("WARNING"):
-        router = fit_router(ctx, forecasts, backtests, target, [0, 1], (24,), cfg, seed=0)
+        router, _, _ = fit(ctx, forecasts, backtests, target, RouterConfig(min_gain=0.01))
+    fallback = router.check_["static"]["fallback"]
+    assert fallback in ("equal", "top_k")  # two equally good, independent members: averaging wins
     for mode in ROUTER_MODES:
         assert not router.check_[mode]["passed"]
-        assert router.fallback_[mode] == "equal"  # two equally good, independent members: averaging wins
-    assert "falling back to equal" in caplog.text
+        assert router.fallback_[mode] == fallback
+    assert f"falling back to {fallback}" in caplog.text
     X = router.features(ctx[:5], {m: f[:5] for m, f in forecasts.items()}, {m: f[:5] for m, f in backtests.items()})
     np.testing.assert_allclose(router.weights("vote", X), 0.5)
 
 
-def test_too_few_windows_fall_back_visibly():
-    ctx, forecasts, backtests, target, _ = regime_setup(n=40)
-    router = fit_router(ctx, forecasts, backtests, target, [0], (24,), RouterConfig(), seed=0)
-    assert all(fb in ("equal", "best_single") for fb in router.fallback_.values())
-    assert "too few validation windows" in router.check_["vote"]["reason"]
+def test_vote_shrinkage_toward_equal_weights_is_chosen_out_of_fold():
+    ctx, forecasts, backtests, target, _ = regime_setup()
+    router, _, _ = fit(ctx, forecasts, backtests, target)
+    assert router.shrink_["vote"] in RouterConfig().shrinkage
+    assert router.check_["vote"]["settings"]["shrink"] == router.shrink_["vote"]
+    router.shrink_["vote"] = 1.0  # full shrinkage is equal weights, whatever the features say
+    X = router.features(ctx[:7], {m: f[:7] for m, f in forecasts.items()}, {m: f[:7] for m, f in backtests.items()})
+    np.testing.assert_allclose(router.raw_weights("vote", X), 0.5)
+
+
+def test_gated_member_gets_no_weight_in_any_mode():
+    ctx, forecasts, backtests, target, _ = regime_setup()
+    mask = np.array([[True, False], [True, True]])  # "trend" is set aside on channel 0 only
+    router, lofo, _ = fit(ctx, forecasts, backtests, target, mask=mask)
+    X = router.features(ctx, forecasts, backtests)
+    for mode in (*ROUTER_MODES, *STATIC_MODES):
+        w = router.raw_weights(mode, X) if mode in ROUTER_MODES else router.weights(mode, X)
+        assert np.all(w[:, 0, 1] == 0.0), mode
+        assert np.all(lofo[mode][:, 0, 1] == 0.0), mode
+    assert router.raw_weights("vote", X)[:, 1, 1].max() > 0.5  # channel 1 still uses it
+
+
+def test_static_weights_from_out_of_fold_errors():
+    err = np.array([[1.0, 1.03, 2.0, 0.5], [1.0, 1.2, 1.01, 3.0]])
+    mask = np.array([[True, True, True, False], [True, True, True, True]])
+    top = static_weights(err, "top_k", mask, tolerance=0.05)
+    np.testing.assert_allclose(top, [[0.5, 0.5, 0, 0], [0.5, 0, 0.5, 0]])
+    best = static_weights(err, "best_single", mask)
+    np.testing.assert_allclose(best, [[1, 0, 0, 0], [1, 0, 0, 0]])  # the gated 0.5 is never chosen
+    inv = static_weights(err, "inverse_error", mask)
+    assert inv[0, 3] == 0 and np.allclose(inv.sum(1), 1) and inv[0, 0] > inv[0, 2]
+    np.testing.assert_allclose(static_weights(err, "equal", mask)[0], [1 / 3, 1 / 3, 1 / 3, 0])
+    with pytest.raises(ValueError, match="one of"):
+        static_weights(err, "median")
 
 
 def test_rules_mode_gives_a_readable_rule_table():
     ctx, forecasts, backtests, target, _ = regime_setup()
-    router = fit_router(ctx, forecasts, backtests, target, [0, 1], (24,), RouterConfig(tree_depth=2), seed=0)
+    router, _, _ = fit(ctx, forecasts, backtests, target, RouterConfig(tree_depth=2))
     rows = router.rule_table()
     assert 2 <= len(rows) <= 4
     assert {r["use"] for r in rows} == {"seasonal", "trend"}
     for r in rows:
-        assert r["samples"] > 0 and r["val_mse_chosen"] <= r["val_mse_equal_members_mean"] + 1e-9
+        assert r["samples"] > 0 and r["oof_mse_chosen"] <= r["oof_mse_members_mean"] + 1e-9
         for cond in r["if"]:
             feature, op, value = cond.split(" ")
-            assert feature in router.names and op in ("<=", ">") and float(value) == float(value)
-    conds, _ = router.models_["rules"].path(router.features(ctx[:1], {m: f[:1] for m, f in forecasts.items()},
-                                                            {m: f[:1] for m, f in backtests.items()})[0, 0],
-                                            router.names)
+            assert feature in router.names and op in ("<=", ">")
+            float(value)  # a number
+    x = router.features(ctx[:1], {m: f[:1] for m, f in forecasts.items()}, {m: f[:1] for m, f in backtests.items()})
+    conds, _ = router.models_["rules"].path(x[0, 0], router.names)
     assert conds and all(" " in c for c in conds)
 
 
 def test_vote_explanation_names_the_regime_features():
     ctx, forecasts, backtests, target, _ = regime_setup()
-    router = fit_router(ctx, forecasts, backtests, target, [0, 1], (24,), RouterConfig(), seed=0)
+    router, _, _ = fit(ctx, forecasts, backtests, target)
     x = router.features(ctx[:1], {m: f[:1] for m, f in forecasts.items()}, {m: f[:1] for m, f in backtests.items()})
-    ex = router.explain("vote", x[0, 0], top=3)
-    assert len(ex["drivers"]) == 3 and ex["fallback"] is None
+    ex = router.explain("vote", x[0, 0], 0, top=3)
+    assert len(ex["drivers"]) == 3 and ex["fallback"] is None and ex["gated"] == []
     assert all(d["feature"] in router.names for d in ex["drivers"])
     assert ex["drivers"][0]["favours"] == "seasonal"  # window 0 is regime A
     assert not any(d["feature"].startswith("backtest:") for d in ex["drivers"][:1])
@@ -146,6 +207,6 @@ def test_vote_explanation_names_the_regime_features():
 @pytest.mark.parametrize("mode", ["vote", "select"])
 def test_softmax_weights_without_fallback_are_a_distribution(mode):
     ctx, forecasts, backtests, target, _ = regime_setup(n=200)
-    router = fit_router(ctx, forecasts, backtests, target, [0, 1], (24,), RouterConfig(holdout_fraction=0.3), seed=0)
+    router, _, _ = fit(ctx, forecasts, backtests, target)
     w = router.raw_weights(mode, router.features(ctx, forecasts, backtests))
     assert (w >= 0).all() and np.allclose(w.sum(-1), 1.0)

@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hybrid.config import DataConfig
-from hybrid.errors import HybridInputError
+from kernel.errors import HybridInputError
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +23,23 @@ BUILTIN = ("taylor", "msft")
 DEFAULT_DATASET = "taylor"
 TIME_COLUMN_NAMES = ("date", "ds", "timestamp", "time", "datetime")
 LONG_COLUMNS = ("unique_id", "ds", "y")
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How the series is read and checked (see README, "Config reference")."""
+
+    name: str = ""  # dataset name in reports; default: file stem or built-in name
+    description: str = ""  # domain description used in the core's prompt
+    time_column: str = "auto"  # auto: date / ds / timestamp / time / datetime, else the first column
+    target: str = "auto"  # auto: OT when present, else the last column
+    features: str = "M"  # M: all in, all out; S: target only; MS: all in, target out
+    missing: str = "error"  # NaN, inf, sentinels: error | interpolate | ffill | drop
+    sentinels: tuple[float, ...] = (-9999.0, -99999.0)  # values that mean "missing"
+    duplicates: str = "error"  # duplicate timestamps: error | first | mean
+    gaps: str = "error"  # irregular spacing: error | interpolate | allow
+    freq: str = "auto"  # pandas alias, or auto (inferred from the timestamps)
+    split: str = "auto"  # auto (ett for ETT* files, else ratio) | ett | ratio
+    split_ratios: tuple[float, ...] = (0.7, 0.1, 0.2)  # train / val / test fractions for split ratio
 
 
 @dataclass(frozen=True)

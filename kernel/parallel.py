@@ -7,10 +7,11 @@ every worker pins its BLAS/OpenMP pools to one thread so that ``n_jobs``
 processes do not oversubscribe the cores.
 
 Any joblib backend works (``"loky"``, ``"threading"``, ``"multiprocessing"``,
-``"dask"``, ``"ray"`` when installed). For ``"dask"`` the caller normally
-creates a ``dask.distributed.Client`` first (that is how a job reaches a
-cluster); when none exists, a local in-process client is started for the call
-and closed afterwards, and a warning says so.
+``"dask"``, ``"ray"`` when installed). For ``"dask"``: with a scheduler
+address (``runtime.dask_address``, e.g. ``tcp://10.0.0.5:8786``) the call
+connects to that cluster (an unreachable address is an error that names it);
+without one it uses the caller's ``dask.distributed.Client`` if there is one,
+else starts a local in-process client for the call, and a log line says so.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 from threadpoolctl import threadpool_limits
+
+from kernel.errors import HybridInputError
 
 logger = logging.getLogger(__name__)
 
@@ -45,20 +48,37 @@ def _single_threaded(fn: Callable[[T], R], item: T) -> R:
         return fn(item)
 
 
+DASK_CONNECT_TIMEOUT = "10s"  # how long to wait for runtime.dask_address before giving up
+
+
 @contextlib.contextmanager
-def _dask_client() -> Iterator[None]:
-    """Use the caller's dask client, or start a local in-process one for this call."""
+def _dask_client(address: str = "") -> Iterator[None]:
+    """Connect to ``address``; without one use the caller's client or a local in-process one."""
     try:
         from dask.distributed import Client, get_client
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "backend 'dask' needs dask.distributed; install it with `pip install 'dask[distributed]'` "
-            "or pick another backend (e.g. 'loky')."
-        ) from exc
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise HybridInputError(
+            "runtime.backend dask needs dask.distributed; install it with `pip install 'hybrid-forecast[distributed]'` "
+            "or pick another backend (e.g. loky)."
+        ) from None
+    if address:
+        try:
+            client = Client(address, timeout=DASK_CONNECT_TIMEOUT, set_as_default=False)
+        except OSError as exc:
+            raise HybridInputError(
+                f"cannot reach the dask scheduler at {address} (runtime.dask_address): {exc}; start it "
+                "(`dask scheduler`) or fix the address."
+            ) from None
+        try:
+            with client.as_current():
+                yield
+        finally:
+            client.close()
+        return
     try:
         get_client()
     except ValueError:
-        logger.warning("backend 'dask': no dask client found; starting a local in-process one for this call.")
+        logger.info("backend 'dask': no dask client found; starting a local in-process one for this call.")
         with Client(processes=False, dashboard_address=None):
             yield
         return
@@ -71,6 +91,7 @@ def parallel_map(
     *,
     n_jobs: int = 1,
     backend: str = "loky",
+    dask_address: str = "",
     desc: str = "",
 ) -> list[R]:
     """``[fn(x) for x in items]``, in order, spread over joblib workers.
@@ -82,6 +103,8 @@ def parallel_map(
         n_jobs: workers (joblib convention: -1 every core); capped at the number
             of tasks. 1 runs inline in this process.
         backend: a joblib backend name ("loky", "threading", "dask", ...).
+        dask_address: scheduler address for backend "dask" (empty: the
+            caller's client or a local one).
         desc: what is being done, for the log ("arima: fit 7 channels").
 
     Returns:
@@ -92,13 +115,14 @@ def parallel_map(
         return []
     workers = n_workers(n_jobs, len(items))
     start = time.perf_counter()
-    if workers == 1:
+    if workers == 1 and backend != "dask":
         results = [fn(item) for item in items]
     else:
         from joblib import Parallel, delayed, parallel_config
 
-        context = _dask_client() if backend == "dask" else contextlib.nullcontext()
-        with context, parallel_config(backend=backend, n_jobs=workers):
+        context = _dask_client(dask_address) if backend == "dask" else contextlib.nullcontext()
+        jobs = -1 if backend == "dask" else workers  # a cluster sizes itself: every worker it has
+        with context, parallel_config(backend=backend, n_jobs=jobs):
             results = Parallel()(delayed(_single_threaded)(fn, item) for item in items)
     logger.info(
         "%s: %d tasks on %d worker(s) [%s] in %.2f s",

@@ -1,0 +1,173 @@
+"""Typed results of a fit and the manifest written from them (the JSON is made here, at the edge)."""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+
+from hybrid.config import Config
+from hybrid.crossfit import MemberFits, RunData
+from hybrid.deployment import COMBINED, Deployment, plain
+from hybrid.stacking import Gate, OOFWindows
+from kernel.protocol import FoldPlan
+
+FORMAT = 2
+PACKAGES = ("hybrid-forecast", "numpy", "pandas", "statsmodels", "pmdarima", "scikit-learn", "torch", "transformers")
+
+
+@dataclass
+class HorizonResult:
+    """Everything fitted and measured at one horizon.
+
+    Attributes:
+        horizon: H.
+        members: name -> its fits at every stage (members that failed are absent).
+        failed: name -> why it failed.
+        oof: the out-of-fold windows and every member's forecasts of them.
+        oof_combined: combination name -> leave-one-fold-out scores (MSE, MAE, per channel).
+        gate: the sanity gate.
+        deployment: what ``hybrid`` is.
+        test: name -> test scores of the deployed members (``task.refit``),
+            every combination and ``hybrid`` (with interval scores).
+        test_train_only: member -> test scores of its train-only fit.
+        seconds: wall seconds per member and per step.
+        channels: the output channels' names.
+    """
+
+    horizon: int
+    members: dict[str, MemberFits]
+    failed: dict[str, str]
+    oof: OOFWindows
+    oof_combined: dict[str, dict[str, Any]]
+    gate: Gate
+    deployment: Deployment
+    test: dict[str, Any]
+    test_train_only: dict[str, Any]
+    seconds: dict[str, float] = field(default_factory=dict)
+    channels: list[str] = field(default_factory=list)
+
+    def metrics(self) -> dict[str, dict[str, Any]]:
+        """name -> {"oof": ..., "test": ..., "test_train_only": ...} for the manifest and ``hybrid evaluate``."""
+        out: dict[str, dict[str, Any]] = {}
+        for name in self.members:
+            mse_c, mae_c = self.oof.mse(name), self.oof.mae(name)
+            out[name] = {
+                "oof": {"mse": float(mse_c.mean()), "mae": float(mae_c.mean()),
+                        "by_fold": self.oof.mse_by_fold(name),
+                        "per_channel": {c: {"mse": float(a), "mae": float(b)}
+                                        for c, a, b in zip(self.channels, mse_c, mae_c, strict=True)}},
+                "test": self.test.get(name),
+                "test_train_only": self.test_train_only.get(name),
+            }
+        for name, score in self.oof_combined.items():
+            if name in self.test:
+                out[name] = {"oof": score, "test": self.test[name]}
+        dep = self.deployment
+        out[COMBINED]["router"] = dep.mode
+        if dep.fallback:
+            out[COMBINED]["fallback"] = dep.fallback
+        if dep.router is not None:
+            for mode in ("vote", "select", "rules"):
+                key = f"router_{mode}"
+                if key in out:
+                    out[key]["passed_check"] = bool(dep.router.check_[mode]["passed"])
+        return out
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in PACKAGES:
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def _weights(static: dict[str, np.ndarray], members: list[str], channels: list[str]) -> dict[str, Any]:
+    return {mode: {c: {m: round(float(w[i, k]), 6) for k, m in enumerate(members)} for i, c in enumerate(channels)}
+            for mode, w in static.items()}
+
+
+def horizon_entry(result: HorizonResult) -> dict[str, Any]:
+    dep = result.deployment
+    entry: dict[str, Any] = {
+        "metrics": result.metrics(),
+        "members": {n: f.describe() for n, f in result.members.items()},
+        "failed": result.failed,
+        "oof_windows": int(len(result.oof.starts)),
+        "combiner": {
+            "mode": dep.mode, "used": dep.used, "fallback": dep.fallback, "fallback_reason": dep.fallback_reason,
+            "members": dep.members, "static": _weights(dep.static, dep.members, result.channels),
+        },
+        "gate": result.gate.to_dict(result.channels),
+        "seconds": result.seconds,
+    }
+    if dep.router is not None:
+        entry["router"] = {
+            "features": dep.router.names,
+            "backtest_steps": dep.steps,
+            "backtest_members": dep.backtest_members,
+            "check": plain(dep.router.check_),
+            "shrink": dep.router.shrink_,
+            "rules": dep.router.rule_table(),
+        }
+    if dep.bands is not None:
+        entry["bands"] = {COMBINED: dep.bands.to_dict(), **{m: b.to_dict() for m, b in dep.member_bands.items()}}
+    return entry
+
+
+def build_manifest(cfg: Config, run: RunData, horizons: tuple[int, ...], plan: FoldPlan, core_plan: FoldPlan,
+                   results: dict[int, HorizonResult]) -> dict[str, Any]:
+    """The run's manifest (JSON-ready)."""
+    series, split, L = run.series, run.split, cfg.task.context_length
+    members: dict[str, dict[str, Any]] = {}
+    for H, result in results.items():
+        for name, fits in result.members.items():
+            info = members.setdefault(name, {"status": "ok", "fit_seconds": {}})
+            info["fit_seconds"][str(H)] = fits.seconds
+        for name, why in result.failed.items():
+            members.setdefault(name, {"fit_seconds": {}}).update(status="failed", reason=why)
+    return {
+        "complete": True,
+        "format": FORMAT,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "dataset": series.name,
+        "source": series.source,
+        "fingerprint": series.fingerprint(),
+        "columns": list(series.columns),
+        "output_columns": [series.columns[j] for j in run.out_ch],
+        "target": series.target,
+        "features": series.features,
+        "freq": series.freq,
+        "n_rows": series.n_rows,
+        "last_timestamp": str(series.timestamps[-1]),
+        "context_length": L,
+        "horizons": list(horizons),
+        "split": split.to_dict(),
+        "windows": {str(H): {p: split.n_windows(p, L, H) for p in ("train", "val", "test")} for H in horizons},
+        "scaler": run.scaler.to_dict(),
+        "periods": run.periods.to_dict(),
+        "cross_fit": {
+            "classical": plan.to_dict(),
+            "core": core_plan.to_dict(),
+            "max_windows": cfg.stack.max_windows,
+            "hyper_parameters": "chosen once on the validation part (train-only fit), then frozen for every refit",
+        },
+        "refit": {
+            "test": "members refitted on train+val after every choice" if cfg.task.refit == "train+val"
+            else "members fitted on train only",
+            "forecast": f"classical members refitted on all {series.n_rows} rows; the core keeps its "
+                        + ("train+val" if cfg.task.refit == "train+val" else "train") + " fit",
+        },
+        "members": members,
+        "results": {str(H): horizon_entry(r) for H, r in results.items()},
+        "config": cfg.to_dict(),
+        "versions": _versions(),
+        "seed": cfg.task.seed,
+    }
