@@ -117,10 +117,15 @@ def records_from(dataset: str, seed: int, result: dict, command: str) -> list[di
     return out
 
 
+def is_peer_record(r: dict) -> bool:
+    """Records written by ``benchmarks/peers.py`` (``sf:AutoETS``, ``nf:PatchTST``, ``hybrid:hybrid``, ...)."""
+    return ":" in r["model"]
+
+
 def merge(old: list[dict], new: list[dict]) -> list[dict]:
-    """Records of ``old`` whose (dataset, seed) ``new`` does not cover, then ``new``."""
+    """Records of ``old`` whose (dataset, seed) ``new`` does not cover, then ``new``; peers.py's records are kept."""
     done = {(r["dataset"], r["seed"]) for r in new}
-    return [r for r in old if (r["dataset"], r["seed"]) not in done] + new
+    return [r for r in old if is_peer_record(r) or (r["dataset"], r["seed"]) not in done] + new
 
 
 def tables(records: list[dict]) -> str:
@@ -245,10 +250,11 @@ def main() -> int:
             print(f"{dataset} seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True)
             # written after every fit, so that a long sweep can be stopped and its finished parts kept
             out.write_text(json.dumps(records, indent=1) + "\n")
-            plot(records, ROOT / "benchmarks" / "plots")
-            update_markdown(Path(args.markdown), f"Machine: {machine()}.\n\n" + tables(records))
+            own = [r for r in records if not is_peer_record(r)]  # the peers have their own report (peers.md)
+            plot(own, ROOT / "benchmarks" / "plots")
+            update_markdown(Path(args.markdown), f"Machine: {machine()}.\n\n" + tables(own))
     print(f"wall time {(time.perf_counter() - t_all) / 60:.1f} min")
-    print(tables(records))
+    print(tables([r for r in records if not is_peer_record(r)]))
     return 0
 
 
