@@ -136,8 +136,15 @@ class MemberFits:
             out[rows] = predict_many(self.folds[int(k)], context[rows], horizon, refs)
         return out
 
+    def release(self) -> None:
+        """Drop every fit but the production one (after its horizon is done), keeping its description."""
+        self.description_ = self.describe()
+        self.folds, self.selection, self.refit = [], self.production, self.production
+
     def describe(self) -> dict[str, Any]:
         """What the manifest keeps of the fits: choices and status per stage."""
+        if getattr(self, "description_", None) is not None:
+            return self.description_
         out: dict[str, Any] = {"seconds": self.seconds, "folds": len(self.folds)}
         for stage in ("selection", "refit", "production"):
             member = getattr(self, stage)

@@ -71,10 +71,14 @@ def spread_of(name: str, context: np.ndarray, forecasts: np.ndarray | None, hori
 
 
 def conformal_quantile(scores: np.ndarray, level: float) -> np.ndarray:
-    """The finite-sample corrected ``level`` % quantile over axis 0 of ``scores`` [n, ...] -> [...]."""
+    """The finite-sample corrected ``level`` % quantile over axis 0 of ``scores`` [n, ...] -> [...].
+
+    The k-th smallest score, k = ceil((n + 1) level / 100) (capped at n): a
+    new exchangeable score falls at or below it with probability >= level.
+    """
     n = scores.shape[0]
-    q = min(1.0, np.ceil((n + 1) * level / 100.0) / n)
-    return np.quantile(scores, q, axis=0, method="higher")
+    k = int(min(n, np.ceil((n + 1) * level / 100.0)))
+    return np.partition(scores, k - 1, axis=0)[k - 1]
 
 
 def interval_score(y: np.ndarray, lo: np.ndarray, hi: np.ndarray, level: float) -> np.ndarray:

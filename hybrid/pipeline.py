@@ -273,8 +273,15 @@ class HorizonFitter:
         test_scores, train_only = self.score_test(deployment, channels)
         seconds["test"] = round(time.perf_counter() - t0, 3)
         seconds["total"] = round(time.perf_counter() - t_start, 3)
+        oof_scores = {n: oof.scores(n, channels) for n in ok}
+        for name in ok:  # only production fits are saved; horizon-agnostic fits serve the next horizons first
+            if self.cache.get(name) is not self.fits[name]:
+                self.fits[name].release()
+        n_oof = len(oof.starts)
+        del oof, ctx, tgt, bt_ctx  # the out-of-fold forecasts are not kept past this horizon
         return HorizonResult(
-            horizon=H, members={n: self.fits[n] for n in ok}, failed=dict(self.failed), oof=oof,
+            horizon=H, members={n: self.fits[n] for n in ok}, failed=dict(self.failed), oof=oof_scores,
+            oof_windows=n_oof,
             oof_combined=oof_combined, gate=gate, deployment=deployment, test=test_scores,
             test_train_only=train_only, seconds=seconds, channels=channels,
         )
@@ -359,6 +366,8 @@ def fit_run(cfg: Config, data: str | None, run_dir: str | Path | None = None, ov
         fitter.cache_horizon = H_max
         results[H] = fitter.run()
     bar.close()
+    for fits in cache.values():
+        fits.release()
     manifest = build_manifest(cfg, run, horizons, plan, core_plan, results)
     with artifacts.staged_run_dir(run_dir, run.series.name, overwrite=overwrite) as (stage, final):
         stored: dict[str, dict[str, str]] = {}

@@ -96,17 +96,22 @@ def _standardiser(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return X.mean(0), np.where(std > 1e-8, std, 1.0)
 
 
-def _fit_mode(mode: str, data: StackSet, rows: np.ndarray, l2: float, cfg: RouterConfig, seed: int
-              ) -> tuple[Any, np.ndarray, np.ndarray]:
-    """Fit one mode on the windows ``rows``; returns the model and its feature standardisation."""
+def _fit_mode(mode: str, data: StackSet, rows: np.ndarray, l2s: tuple[float, ...], cfg: RouterConfig, seed: int
+              ) -> tuple[list[Any], np.ndarray, np.ndarray]:
+    """Fit one mode on the windows ``rows`` for each L2 in ``l2s`` (strongest first, each warm-starting
+    the next); returns the models and the feature standardisation."""
     X = _flat(data.X[rows])
     mean, std = _standardiser(X)
     mask = _mask_samples(data, rows)
     G, b, c = _flat(data.G[rows]), _flat(data.b[rows]), _flat(data.c[rows])
     if mode == "rules":
-        return RuleTree(cfg.tree_depth, cfg.tree_min_leaf, seed).fit(X, member_errors(G, b, c), mask), mean, std
+        return [RuleTree(cfg.tree_depth, cfg.tree_min_leaf, seed).fit(X, member_errors(G, b, c), mask)], mean, std
     Z = np.clip((X - mean) / std, -Z_CLIP, Z_CLIP)
-    return SoftmaxLinear(OBJECTIVE[mode], l2, cfg.max_iter).fit(Z, G, b, c, mask), mean, std
+    models: list[Any] = []
+    for l2 in l2s:
+        models.append(SoftmaxLinear(OBJECTIVE[mode], l2, cfg.max_iter).fit(Z, G, b, c, mask,
+                                                                          init=models[-1] if models else None))
+    return models, mean, std
 
 
 def _apply(mode: str, model: Any, mean: np.ndarray, std: np.ndarray, data: StackSet, rows: np.ndarray
@@ -136,14 +141,16 @@ def lofo_static(data: StackSet, mode: str, tolerance: float) -> np.ndarray:
     return out
 
 
-def lofo_learned(data: StackSet, mode: str, l2: float, cfg: RouterConfig, seed: int) -> np.ndarray:
-    """Leave-one-fold-out raw weights [N, Co, M] of a learned mode."""
-    out = np.empty(data.b.shape)
+def lofo_learned(data: StackSet, mode: str, l2s: tuple[float, ...], cfg: RouterConfig, seed: int
+                 ) -> list[np.ndarray]:
+    """Leave-one-fold-out raw weights [N, Co, M] of a learned mode, one array per L2 of ``l2s``."""
+    out = [np.empty(data.b.shape) for _ in l2s]
     for f in data.fold_ids:
         hold = np.flatnonzero(data.folds == f)
         fit = np.flatnonzero(data.folds != f)
-        model, mean, std = _fit_mode(mode, data, fit, l2, cfg, seed)
-        out[hold] = _apply(mode, model, mean, std, data, hold)
+        models, mean, std = _fit_mode(mode, data, fit, l2s, cfg, seed)
+        for k, model in enumerate(models):
+            out[k][hold] = _apply(mode, model, mean, std, data, hold)
     return out
 
 
@@ -190,13 +197,13 @@ def fit_router(data: StackSet, members: list[str], names: list[str], backtest_me
     for mode in ROUTER_MODES:
         if mode == "rules":
             settings[mode] = {}
-            weights[mode] = lofo_learned(data, mode, 0.0, cfg, seed)
+            weights[mode] = lofo_learned(data, mode, (0.0,), cfg, seed)[0]
             lofo[mode] = _scores(weights[mode], data, all_rows)
             continue
         best_score, chosen = np.inf, {}
         grid = tuple(cfg.shrinkage) if mode == "vote" else (0.0,)
-        for l2 in cfg.l2:
-            raw = lofo_learned(data, mode, l2, cfg, seed)
+        l2s = tuple(sorted(cfg.l2, reverse=True))  # strongest penalty first: a warm-start path
+        for l2, raw in zip(l2s, lofo_learned(data, mode, l2s, cfg, seed), strict=True):
             for lam in grid:
                 w = (1.0 - lam) * raw + lam * eq_w
                 per = _scores(w, data, all_rows)
@@ -240,7 +247,8 @@ def fit_router(data: StackSet, members: list[str], names: list[str], backtest_me
     models: dict[str, Any] = {}
     mean = std = None
     for mode in ROUTER_MODES:
-        models[mode], mean, std = _fit_mode(mode, data, all_rows, settings[mode].get("l2", 0.0), cfg, seed)
+        fitted, mean, std = _fit_mode(mode, data, all_rows, (settings[mode].get("l2", 0.0),), cfg, seed)
+        models[mode] = fitted[0]
     err = data.channel_errors()
     static = {mode: static_weights(err, mode, data.mask, tolerance) for mode in STATIC_MODES}
     assert mean is not None and std is not None
