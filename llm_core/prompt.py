@@ -210,6 +210,8 @@ class PromptEncoder:
 
     def dynamic_ids(self, x: np.ndarray, refs: np.ndarray | None = None) -> list[list[int]]:
         """Token ids of the per-window text (task, statistics, classical forecasts) of each row of x [M, L]."""
+        if len(x) == 0:  # no window (the fast tokenizers fail on an empty batch)
+            return []
         return self.tokenizer(self.texts(x, refs), add_special_tokens=False)["input_ids"]  # type: ignore[operator]
 
     def measure(self, x: np.ndarray, refs: np.ndarray | None = None) -> int:
