@@ -229,6 +229,15 @@ def test_seed_repeatable_and_period_expert(tiny_bert: str) -> None:
     assert auto.patch_len_ == 4  # period 12 clamped to L // 8
 
 
+def test_build_sets_the_core_up_without_training(tiny_bert: str) -> None:
+    x = _series()
+    built = TimeLLM(_cfg(tiny_bert)).build(x[:250], SPEC)
+    assert built.history_ == [] and built.best_epoch_ == 0 and 0 < built.prompt_len_ <= 48
+    untrained = TimeLLM(_cfg(tiny_bert, epochs=0)).fit(x[:250], None, SPEC)  # what fit starts from
+    ctx, _ = windows(x[250 - L :], L, H)
+    assert np.array_equal(built.predict(ctx[:5]), untrained.predict(ctx[:5]))
+
+
 def test_registry_and_missing_package(monkeypatch: pytest.MonkeyPatch) -> None:
     from hybrid.config import Config
     from hybrid.members import make_member
