@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from hybrid.artifacts import plain
 from hybrid.config import Config
 from hybrid.intervals import Bands, check_levels, fit_bands
 from hybrid.stacking import Gate, OOFWindows, stack_set
@@ -155,21 +156,6 @@ def member_texts(members: dict[str, Any], context: np.ndarray, forecasts: dict[s
     return out
 
 
-def plain(value: Any) -> Any:
-    """A JSON-ready copy of ``value`` (numpy arrays and scalars to lists and numbers, the rest to strings)."""
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    return str(value)
-
-
 def deploy(cfg: Config, oof: OOFWindows, members: list[str], gate: Gate, periods: tuple[int, ...], horizon: int,
            context_length: int, steps: int, out_ch: list[int], channels: list[str], backtest_members: list[str]
            ) -> tuple[Deployment, dict[str, Any]]:
@@ -241,4 +227,4 @@ def _scores(forecast: np.ndarray, target: np.ndarray, channels: list[str]) -> di
             "per_channel": {c: {"mse": float(a), "mae": float(b)} for c, a, b in zip(channels, mse, mae, strict=True)}}
 
 
-__all__ = ["COMBINED", "Deployment", "deploy", "member_texts", "plain"]
+__all__ = ["COMBINED", "Deployment", "deploy", "member_texts"]

@@ -45,7 +45,7 @@ from hybrid.members import REGISTRY, make_member, parse_member, uses_references
 from hybrid.records import HorizonResult, build_manifest
 from hybrid.stacking import OOFWindows, baseline_mse, sanity_gate
 from kernel.contract import TaskSpec
-from kernel.data import load_series, resolve_split_kind
+from kernel.data import future_timestamps, load_series, resolve_split_kind
 from kernel.errors import HybridInputError
 from kernel.periods import detect_periods
 from kernel.protocol import FoldPlan, Scaler, make_fold_plan, make_split, windows
@@ -519,7 +519,7 @@ def forecast_run(run_dir: Path, horizon: int | None = None, data: str | None = N
         """[1, Co, H] scaled -> [Co, horizon] original units."""
         return sub.inverse(f[0, :, :horizon].T.astype(np.float64)).T
 
-    future = pd.date_range(stamps[-1], periods=horizon + 1, freq=freq)[1:]
+    future = future_timestamps(stamps[-1], horizon, freq)
     cols = manifest["output_columns"]
     comb = to_original(combined)
     frame: dict[str, Any] = {"timestamp": future}

@@ -10,9 +10,10 @@ from typing import Any
 
 import numpy as np
 
+from hybrid.artifacts import plain
 from hybrid.config import Config
 from hybrid.crossfit import MemberFits, RunData
-from hybrid.deployment import COMBINED, Deployment, plain
+from hybrid.deployment import COMBINED, Deployment
 from hybrid.stacking import Gate
 from kernel.protocol import FoldPlan
 

@@ -86,7 +86,12 @@ class Series:
 
     def future_timestamps(self, horizon: int) -> pd.DatetimeIndex:
         """The ``horizon`` timestamps after the last one, at the series' frequency."""
-        return pd.date_range(self.timestamps[-1], periods=horizon + 1, freq=self.freq)[1:]
+        return future_timestamps(self.timestamps[-1], horizon, self.freq)
+
+
+def future_timestamps(last: pd.Timestamp, horizon: int, freq: str) -> pd.DatetimeIndex:
+    """The ``horizon`` timestamps after ``last``, ``freq`` apart (pandas alias): what a forecast is stamped with."""
+    return pd.date_range(last, periods=horizon + 1, freq=freq)[1:]
 
 
 def dataset_name(source: str | None) -> str:

@@ -217,6 +217,25 @@ class TimeLLM:
         Returns:
             self, fitted.
         """
+        return self._fit(train, val, spec, self.fixed_epochs)
+
+    def build(self, train: np.ndarray | Sequence[Segment], spec: TaskSpec) -> Self:
+        """Set the core up for ``train`` and ``spec`` exactly as :meth:`fit` does, and train no epoch.
+
+        The backbone is loaded, the patch, prompt and reference settings are
+        chosen and the network holds the weights training would start from
+        (with reference skip: the least-squares mix of the references, head
+        at zero). The member can :meth:`predict` with them. For benchmarks
+        and inspection (``benchmarks/core_speed.py`` times steps of it).
+
+        Returns:
+            self, built (``best_epoch_`` 0, empty ``history_``).
+        """
+        return self._fit(train, None, spec, stop_after=0)
+
+    def _fit(self, train: np.ndarray | Sequence[Segment], val: np.ndarray | Segment | None, spec: TaskSpec,
+             stop_after: int | None) -> Self:
+        """:meth:`fit` with ``stop_after`` epochs and no validation (None: up to ``core.epochs``, early-stopped)."""
         cfg = self.config
         start = time.perf_counter()
         self.device_ = self._device()
@@ -241,12 +260,12 @@ class TimeLLM:
         per_epoch = len(pool) if per_epoch == 0 else min(per_epoch, len(pool))
 
         val_set = None
-        if self.fixed_epochs is None and val is not None:
+        if stop_after is None and val is not None:
             val_seg = val if isinstance(val, Segment) else Segment(np.asarray(val, dtype=np.float32))
             val_set = WindowSet([val_seg], L, H)
             if len(val_set) == 0:
                 val_set = None
-        if self.fixed_epochs is None and val_set is None:
+        if stop_after is None and val_set is None:
             log.warning("timellm: no validation windows; training all %d epochs without early stopping.", cfg.epochs)
         vpool = None
         if val_set is not None:
@@ -281,7 +300,7 @@ class TimeLLM:
         start_val = self._start_mix(train_samples, pool, val_samples, val_set, vpool, rng)
         self.setup_seconds_ = round(time.perf_counter() - t0, 3)
         result = self.trainer_.fit(train_samples, pool, per_epoch, rng, val_samples, vpool,
-                                   stop_after=self.fixed_epochs, start_val=start_val)
+                                   stop_after=stop_after, start_val=start_val)
         self.history_, self.best_epoch_ = result.history, result.best_epoch
         self.fit_seconds_ = time.perf_counter() - start
         return self
