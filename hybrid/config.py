@@ -58,6 +58,7 @@ class StackConfig:
     top_k_tolerance: float = 0.05  # top_k: members within this relative margin of the best out-of-fold MSE
     gate_ratio: float = 2.0  # set a member aside on a channel where its OOF MSE exceeds this x min(seasonal naive, mean)
     chunk_windows: int = 512  # test windows scored per chunk (bounds memory)
+    train_only: str = "classical"  # test scores of train-only fits: all | classical (the core costs minutes) | none
 
 
 @dataclass(frozen=True)
@@ -179,9 +180,14 @@ def _merge_into(base: dict[str, dict[str, Any]], layer: dict[str, Any], source: 
 
 
 def read_yaml(path: str | Path | Traversable) -> dict[str, Any]:
-    path = Path(path) if isinstance(path, str) else path
+    """A YAML config layer: a file path, or the name of a config shipped in hybrid/configs (e.g. weather-benchmark)."""
+    if isinstance(path, str):
+        shipped = CONFIG_DIR / f"{path}.yaml"
+        path = shipped if not Path(path).exists() and "/" not in path and shipped.is_file() else Path(path)
     if not path.is_file():
-        raise HybridInputError(f"config file not found: {path}; pass an existing YAML file to --config.")
+        shipped = sorted(p.name[:-5] for p in CONFIG_DIR.iterdir() if p.name.endswith(".yaml"))
+        raise HybridInputError(f"config file not found: {path}; pass an existing YAML file to --config, or the name "
+                               f"of a shipped config ({', '.join(shipped)}).")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:

@@ -110,6 +110,8 @@ def check_config(cfg: Config) -> tuple[int, ...]:
         raise HybridInputError(f"task.refit must be train or train+val; got {cfg.task.refit!r}.")
     if cfg.stack.max_windows < 0 or cfg.stack.gate_ratio <= 1.0 or cfg.stack.chunk_windows < 1:
         raise HybridInputError("stack.max_windows must be >= 0, stack.gate_ratio > 1 and stack.chunk_windows >= 1.")
+    if cfg.stack.train_only not in ("all", "classical", "none"):
+        raise HybridInputError(f"stack.train_only must be all, classical or none; got {cfg.stack.train_only!r}.")
     if cfg.runtime.n_jobs == 0:
         raise HybridInputError("runtime.n_jobs must be a positive number of workers or negative (-1: all cores); got 0.")
     check_levels(cfg.task.levels)
@@ -287,15 +289,15 @@ class HorizonFitter:
         )
 
     # ------------------------------------------------------------------ test
-    def _stage_forecasts(self, stage: str, context: np.ndarray) -> dict[str, np.ndarray]:
+    def _stage_forecasts(self, stage: str, context: np.ndarray, with_core: bool = True) -> dict[str, np.ndarray]:
         """Every member's ``stage`` forecasts [n, C, H] of ``context``; the core gets its references' own."""
         H = self.horizon
         out: dict[str, np.ndarray] = {}
         for name, fits in self.fits.items():
-            if not fits.reads_references:
+            if not fits.reads_references and not uses_references(fits.selection):
                 out[name] = predict_many(getattr(fits, stage), context, H)
         for name, fits in self.fits.items():
-            if fits.reads_references or uses_references(fits.selection):
+            if with_core and (fits.reads_references or uses_references(fits.selection)):
                 refs = (np.stack([out[r] for r in fits.reference_names], axis=2) if fits.reference_names else None)
                 out[name] = predict_many(getattr(fits, stage), context, H, refs)
         return out
@@ -325,8 +327,8 @@ class HorizonFitter:
                                                 for lv in deployment.bands.levels})
                 for n, b in deployment.member_bands.items():
                     board.add_bands(n, tgt, {lv: b.band(fc_out[n], sigma, lv) for lv in b.levels})
-            if cfg.task.refit != "train":
-                train_fc = self._stage_forecasts("selection", ctx)
+            if cfg.task.refit != "train" and cfg.stack.train_only != "none":
+                train_fc = self._stage_forecasts("selection", ctx, with_core=cfg.stack.train_only == "all")
                 for n, f in train_fc.items():
                     board_train.add(n, f[:, out], tgt)
         scores = {n: board.scores(n) for n in board.tallies}
