@@ -34,7 +34,7 @@ from kernel.references import PredictedReferences
 N, L, H = 900, 96, 24
 BOUND = 3.0
 FLOORS = ("drift", "mean")
-FLOOR_SHAPES = ("intermittent", "constant", "constant_then_jump", "random_walk", "student_t2_spikes")
+FLOOR_SHAPES = ("intermittent", "constant", "constant_then_jump", "student_t2_spikes")
 KNOWN = {
     ("ets", "test_level_shift"): "smoothing parameters fitted on a stationary training part move the level by "
                                  "alpha x the error per step: a 5-sd shift inside the window is absorbed too slowly",

@@ -214,3 +214,22 @@ def test_segments_are_never_spanned_by_a_training_window():
     assert not np.allclose(split.weights_, whole.weights_)  # windows across row 200 are left out
     with pytest.raises(ValueError, match="no training window"):
         RidgeLinear().fit([Segment(x[:30], 0)], None, spec)
+
+
+@pytest.mark.parametrize(("normalization", "decomposition"), [("revin", 0), ("last", 0), ("none", 25), ("revin", 25)])
+def test_linear_fit_many_equals_one_fit_per_stage(normalization: str, decomposition: int):
+    """The one-pass fit of every stage gives exactly what a selection fit and frozen refits give."""
+    from baselines.linear import RidgeLinear
+
+    rng = np.random.default_rng(0)
+    x = np.cumsum(rng.normal(size=(600, 2)), axis=0).astype(np.float32)
+    spec = TaskSpec(L, H)
+    trains = [[Segment(x[:300], 0)], [Segment(x[:100], 0), Segment(x[250:], 250)], [Segment(x[:450], 0)], [Segment(x, 0)]]
+    val = Segment(x[300 - L : 450], 300 - L)
+    many = RidgeLinear(normalization, decomposition=decomposition).fit_many(trains, val, spec)
+    first = RidgeLinear(normalization, decomposition=decomposition).fit(trains[0], val, spec)
+    one_by_one = [first] + [first.frozen().fit(t, None, spec) for t in trains[1:]]
+    assert many[0].alpha_ == first.alpha_ and all(m.alphas == (first.alpha_,) for m in many[1:])
+    for a, b in zip(many, one_by_one, strict=True):
+        np.testing.assert_allclose(a.weights_, b.weights_, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(a.bias_, b.bias_, rtol=1e-9, atol=1e-12)
