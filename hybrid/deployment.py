@@ -192,8 +192,9 @@ def deploy(cfg: Config, oof: OOFWindows, members: list[str], gate: Gate, periods
             if fallback:
                 c = router.check_[mode]
                 reason = (f"out of fold it scored MSE {c['oof_mse']:.4g} against {c['oof_mse_equal']:.4g} for equal "
-                          f"weights and {c['oof_mse_best_single']:.4g} for the best single member, and won "
-                          f"{c['folds_won']} of {c['folds']} folds")
+                          f"weights, {c['oof_mse_best_single']:.4g} for the best single member and "
+                          f"{c['oof_mse_fallback']:.4g} for {fallback}; it won {c['folds_won']} of {c['folds']} folds, "
+                          f"by {c['gain_t']:.2f} standard errors of its per-fold gain (needed: {c['min_t']:g})")
         else:
             used = mode
         for name, w in lofo.items():

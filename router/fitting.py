@@ -11,10 +11,13 @@ on the other folds, score on the left-out one, pool the scores.
 - ``vote``: the L2 penalty and a shrinkage of its weights toward equal
   weights, ``w = (1 - lambda) w_router + lambda w_equal``, are chosen
   together by LOFO. ``select``: its L2 penalty by LOFO. ``rules``: no choice.
-- A learned mode is deployed only if its LOFO MSE beats both equal weights
-  and the best single member, pooled by at least ``min_gain`` (relative) and
-  on more than ``min_fold_wins`` of the folds; otherwise it falls back,
-  visibly, to the static combiner with the lowest LOFO MSE.
+- A learned mode is deployed only if its LOFO MSE beats equal weights, the
+  best single member and the best static combiner: pooled by at least
+  ``min_gain`` (relative), on more than ``min_fold_wins`` of the folds, and
+  by at least ``min_t`` standard errors of its per-fold gains (the
+  one-standard-error rule: the simpler, static combination is kept unless the
+  router is better by more than the noise between folds). Otherwise it falls
+  back, visibly, to the static combiner with the lowest LOFO MSE.
 - Finally every mode is refitted on all OOF windows with the chosen settings.
 
 References:
@@ -98,8 +101,8 @@ def _standardiser(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _fit_mode(mode: str, data: StackSet, rows: np.ndarray, l2s: tuple[float, ...], cfg: RouterConfig, seed: int
               ) -> tuple[list[Any], np.ndarray, np.ndarray]:
-    """Fit one mode on the windows ``rows`` for each L2 in ``l2s`` (strongest first, each warm-starting
-    the next); returns the models and the feature standardisation."""
+    """Fit one mode on the windows ``rows`` for each L2 in ``l2s`` (each from equal weights: the loss is not
+    convex, and a warm start along the L2 path ended in worse optima); returns the models and the standardisation."""
     X = _flat(data.X[rows])
     mean, std = _standardiser(X)
     mask = _mask_samples(data, rows)
@@ -107,11 +110,7 @@ def _fit_mode(mode: str, data: StackSet, rows: np.ndarray, l2s: tuple[float, ...
     if mode == "rules":
         return [RuleTree(cfg.tree_depth, cfg.tree_min_leaf, seed).fit(X, member_errors(G, b, c), mask)], mean, std
     Z = np.clip((X - mean) / std, -Z_CLIP, Z_CLIP)
-    models: list[Any] = []
-    for l2 in l2s:
-        models.append(SoftmaxLinear(OBJECTIVE[mode], l2, cfg.max_iter).fit(Z, G, b, c, mask,
-                                                                          init=models[-1] if models else None))
-    return models, mean, std
+    return [SoftmaxLinear(OBJECTIVE[mode], l2, cfg.max_iter).fit(Z, G, b, c, mask) for l2 in l2s], mean, std
 
 
 def _apply(mode: str, model: Any, mean: np.ndarray, std: np.ndarray, data: StackSet, rows: np.ndarray
@@ -202,7 +201,7 @@ def fit_router(data: StackSet, members: list[str], names: list[str], backtest_me
             continue
         best_score, chosen = np.inf, {}
         grid = tuple(cfg.shrinkage) if mode == "vote" else (0.0,)
-        l2s = tuple(sorted(cfg.l2, reverse=True))  # strongest penalty first: a warm-start path
+        l2s = tuple(cfg.l2)
         for l2, raw in zip(l2s, lofo_learned(data, mode, l2s, cfg, seed), strict=True):
             for lam in grid:
                 w = (1.0 - lam) * raw + lam * eq_w
@@ -215,33 +214,44 @@ def fit_router(data: StackSet, members: list[str], names: list[str], backtest_me
     check: dict[str, dict[str, Any]] = {}
     fallbacks: dict[str, str | None] = {}
     eq_f, best_f = _by_fold(eq, folds), _by_fold(best, folds)
+    fb_f = _by_fold(static_lofo[fallback], folds)
+    baseline = min(float(eq.mean()), float(best.mean()), static_pooled[fallback])
     for mode in ROUTER_MODES:
         score = float(lofo[mode].mean())
         per_fold = _by_fold(lofo[mode], folds)
-        wins = sum(per_fold[f] < min(eq_f[f], best_f[f]) for f in per_fold)
-        pooled_ok = score < (1.0 - cfg.min_gain) * min(float(eq.mean()), float(best.mean()))
-        passed = bool(pooled_ok and wins > cfg.min_fold_wins * n_folds)
+        # the gain per fold over the best of equal weights, the best single member and the fallback
+        gain = np.array([min(eq_f[f], best_f[f], fb_f[f]) - per_fold[f] for f in per_fold])
+        wins = int((gain > 0).sum())
+        se = float(gain.std(ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else np.inf
+        t_stat = float(gain.mean() / se) if se > 0 else (np.inf if gain.mean() > 0 else 0.0)
+        pooled_ok = score < (1.0 - cfg.min_gain) * baseline
+        passed = bool(pooled_ok and wins > cfg.min_fold_wins * n_folds and t_stat >= cfg.min_t)
         check[mode] = {
             "passed": passed,
             "oof_mse": score,
             "oof_mse_equal": float(eq.mean()),
             "oof_mse_best_single": float(best.mean()),
-            "folds_won": int(wins),
+            "oof_mse_fallback": static_pooled[fallback],
+            "folds_won": wins,
             "folds": n_folds,
+            "gain_t": t_stat,
             "by_fold": {str(f): v for f, v in per_fold.items()},
             "by_fold_equal": {str(f): v for f, v in eq_f.items()},
             "by_fold_best_single": {str(f): v for f, v in best_f.items()},
             "min_gain": cfg.min_gain,
+            "min_t": cfg.min_t,
             "settings": settings[mode],
             "fallback": None if passed else fallback,
         }
         fallbacks[mode] = None if passed else fallback
         if not passed:
-            why = "pooled" if not pooled_ok else f"on {wins} of {n_folds} folds only"
+            why = ("pooled" if not pooled_ok else f"on {wins} of {n_folds} folds only"
+                   if wins <= cfg.min_fold_wins * n_folds else f"by {t_stat:.2f} standard errors only")
             logger.warning(
-                "router %s at H=%d does not beat equal weights (%.4f) and the best single member (%.4f) out of fold "
-                "(%s: %.4f); falling back to %s (out-of-fold %.4f)",
-                mode, horizon, float(eq.mean()), float(best.mean()), why, score, fallback, static_pooled[fallback])
+                "router %s at H=%d does not beat equal weights (%.4f), the best single member (%.4f) and %s (%.4f) "
+                "out of fold (%s: %.4f); falling back to %s",
+                mode, horizon, float(eq.mean()), float(best.mean()), fallback, static_pooled[fallback], why, score,
+                fallback)
     check["static"] = {"oof_mse": static_pooled, "fallback": fallback}
 
     models: dict[str, Any] = {}

@@ -110,10 +110,10 @@ class SoftmaxLinear:
     bias_: np.ndarray | None = None  # [M]
 
     def fit(self, X: np.ndarray, G: np.ndarray, b: np.ndarray, c: np.ndarray,
-            mask: np.ndarray | None = None, init: SoftmaxLinear | None = None) -> SoftmaxLinear:
+            mask: np.ndarray | None = None) -> SoftmaxLinear:
         """X [S, F]; G [S, M, M], b [S, M], c [S]; mask [S, M] bool (None: every member allowed).
 
-        ``init``: a fitted model to start from (a warm start along an L2 path); else equal weights.
+        Starts from equal weights (W = 0, bias = 0).
         """
         S, F = X.shape
         M = b.shape[-1]
@@ -139,10 +139,8 @@ class SoftmaxLinear:
 
         if self.objective not in ("combined", "fforma"):
             raise ValueError(f"`objective` must be combined or fforma; got {self.objective!r}.")
-        start = np.zeros(F * M + M)
-        if init is not None and init.W_ is not None and init.bias_ is not None and init.W_.shape == (F, M):
-            start = np.concatenate([init.W_.ravel(), init.bias_])
-        res = minimize(loss_grad, start, jac=True, method="L-BFGS-B", options={"maxiter": self.max_iter})
+        res = minimize(loss_grad, np.zeros(F * M + M), jac=True, method="L-BFGS-B",
+                       options={"maxiter": self.max_iter})
         self.W_, self.bias_ = res.x[: F * M].reshape(F, M), res.x[F * M:]
         return self
 
