@@ -121,3 +121,17 @@ def test_world_size_without_torchrun_variables_is_one_clear_error(monkeypatch: p
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(HybridInputError, match="MASTER_ADDR, MASTER_PORT, RANK unset.*torchrun"):
         ddp.join(torch.device("cpu"))
+
+
+def test_only_rank_0_writes_the_run(csv_path: Path, fit_args: list[str], tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from hybrid.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert main(["fit", "--data", str(csv_path), *fit_args, "--run-dir", "rank1"]) == 0
+    assert not (tmp_path / "rank1").exists() and not (tmp_path / "runs").exists()
+    assert capsys.readouterr().out == ""
+    monkeypatch.setenv("RANK", "0")
+    assert main(["fit", "--data", str(csv_path), *fit_args, "--run-dir", "rank0"]) == 0
+    assert (tmp_path / "rank0" / "manifest.json").is_file() and "run: " in capsys.readouterr().out
