@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ from baselines.ets import Ets
 from hybrid.cli import main
 from kernel.contract import TaskSpec
 from kernel.protocol import windows
-from tests.conftest import make_frame
+from tests.conftest import free_port, make_frame
 
 HAS_DASK = importlib.util.find_spec("dask") is not None and importlib.util.find_spec("distributed") is not None
 pytestmark = [
@@ -38,13 +37,6 @@ ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT = 90.0  # seconds for the scheduler to see both workers (a loaded 2-core CI machine is slow)
 LIFETIME = "900s"  # the workers stop by themselves after this, the scheduler after this long idle, teardown or not
 L, H, PERIOD = 48, 12, 24
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _start(args: list[str], log: Path) -> subprocess.Popen:

@@ -25,8 +25,8 @@ import torch.multiprocessing as mp  # noqa: E402
 from kernel.distributed import is_main_process, process_rank, world_size  # noqa: E402
 from llm_core import ddp  # noqa: E402
 from llm_core.member import TimeLLM  # noqa: E402
+from tests.conftest import free_port  # noqa: E402
 from tests.test_core import SPEC, _cfg, _series, save_tiny_bert  # noqa: E402
-from tests.test_dask_cluster import free_port  # noqa: E402
 
 pytestmark = pytest.mark.distributed
 
