@@ -23,6 +23,7 @@ from hybrid.config import load_config
 from hybrid.pipeline import fit_run, forecast_run
 from hybrid.report import rerender, write_report
 from kernel.data import dataset_name
+from kernel.distributed import is_main_process
 from kernel.errors import HybridInputError
 from router.models import ROUTER_MODES
 from router.static import STATIC_MODES
@@ -132,6 +133,8 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 def cmd_fit(args: argparse.Namespace) -> int:
     cfg = load_config(dataset_name(args.data), args.config, _fit_overrides(args), args.set)
     result = fit_run(cfg, args.data, args.run_dir, overwrite=args.overwrite)
+    if not is_main_process():
+        return 0  # torchrun: rank 0 wrote the run and prints the summary
     m = result.manifest
     print(f"fitted {len(m['members'])} member(s) on {m['dataset']} ({m['n_rows']} rows x "
           f"{len(m['columns'])} channels, {m['freq']}) in {m['fit_seconds_total']:.1f} s")
@@ -236,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
     for noisy in ("matplotlib", "urllib3", "filelock", "fsspec"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not is_main_process() and not verbose:
+        logging.getLogger().setLevel(logging.WARNING)  # torchrun: rank 0 tells the story, the others only warn
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)

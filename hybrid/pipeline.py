@@ -46,6 +46,7 @@ from hybrid.records import HorizonResult, build_manifest
 from hybrid.stacking import OOFWindows, baseline_mse, sanity_gate
 from kernel.contract import TaskSpec
 from kernel.data import future_timestamps, load_series, resolve_split_kind
+from kernel.distributed import is_main_process
 from kernel.errors import HybridInputError
 from kernel.periods import detect_periods
 from kernel.protocol import FoldPlan, Scaler, make_fold_plan, make_split, windows
@@ -371,6 +372,8 @@ def fit_run(cfg: Config, data: str | None, run_dir: str | Path | None = None, ov
     for fits in cache.values():
         fits.release()
     manifest = build_manifest(cfg, run, horizons, plan, core_plan, results)
+    if not is_main_process():  # torchrun: every rank fits (the core trains data-parallel), rank 0 alone writes the run
+        return FitResult(Path(), manifest)
     with artifacts.staged_run_dir(run_dir, run.series.name, overwrite=overwrite) as (stage, final):
         stored: dict[str, dict[str, str]] = {}
         for H, result in results.items():

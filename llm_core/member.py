@@ -36,6 +36,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from kernel.contract import Segment, TaskSpec, as_segments, check_context, not_fitted
+from kernel.distributed import local_rank, local_world_size, world_size
 from kernel.errors import HybridInputError
 from kernel.protocol import WindowSet
 from llm_core.backbone import load_backbone, word_token_ids
@@ -102,7 +103,9 @@ class TimeLLM:
             raise HybridInputError(f"core.device must be auto, cpu or cuda; got {want!r}.")
         if want == "cuda" and not torch.cuda.is_available():
             raise HybridInputError("core.device is cuda but no CUDA device is available; use auto or cpu.")
-        return torch.device("cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available()) else "cpu")
+        if want == "cuda" or (want == "auto" and torch.cuda.is_available()):
+            return torch.device("cuda", local_rank()) if world_size() > 1 else torch.device("cuda")  # torchrun: GPU per rank
+        return torch.device("cpu")
 
     def autocast(self) -> AbstractContextManager:
         """bf16 autocast on CUDA (and on CPU with ``core.cpu_bf16``), else nothing."""
@@ -114,7 +117,8 @@ class TimeLLM:
 
     def _threads(self) -> None:
         if self.device_.type == "cpu":
-            torch.set_num_threads(self.config.num_threads or os.cpu_count() or 1)
+            # torchrun: the processes on this machine share its cores
+            torch.set_num_threads(self.config.num_threads or max(1, (os.cpu_count() or 1) // local_world_size()))
 
     def _resolve_patch(self, periods: tuple[int, ...], context_length: int) -> tuple[int, int]:
         cfg = self.config
