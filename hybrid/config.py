@@ -52,7 +52,7 @@ class StackConfig:
     """Cross-fitting: out-of-fold forecasts of the history, which every combination learns from."""
 
     folds: int = 5  # K contiguous folds over train + val; each member is refitted without each fold
-    purge: int = 0  # rows left out on each side of a fold; 0: context_length + the longest horizon
+    purge: int = -1  # rows left out on each side of a fold's targets; -1: L + the longest H, less if a fold needs it
     core_folds: int = -1  # folds for the Time-LLM core; -1: auto (2 on CPU, stack.folds on a GPU)
     max_windows: int = 2048  # out-of-fold windows (evenly spread) the router and the static combiners learn from
     top_k_tolerance: float = 0.05  # top_k: members within this relative margin of the best out-of-fold MSE

@@ -358,9 +358,11 @@ def fit_run(cfg: Config, data: str | None, run_dir: str | Path | None = None, ov
     np.random.seed(cfg.task.seed)
     L, H_max = cfg.task.context_length, max(horizons)
     run = prepare_data(cfg, data, H_max)
-    plan = make_fold_plan(run.history_end, L, H_max, cfg.stack.folds, cfg.stack.purge or None)
-    core_plan = make_fold_plan(run.history_end, L, H_max, core_folds(cfg), cfg.stack.purge or None)
+    purge = None if cfg.stack.purge < 0 else cfg.stack.purge
+    plan = make_fold_plan(run.history_end, L, H_max, cfg.stack.folds, purge)
     names = expand_period_experts(cfg.task.members, cfg.task.period_experts, run.periods.dominant, L)
+    has_core = any(uses_references(make_member(n, cfg)) for n in names)
+    core_plan = make_fold_plan(run.history_end, L, H_max, core_folds(cfg), purge) if has_core else plan
     cache: dict[str, MemberFits] = {}
     results: dict[int, HorizonResult] = {}
     bar = tqdm(total=len(horizons) * len(names), desc="fit", unit="member", disable=not cfg.runtime.progress)

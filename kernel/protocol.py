@@ -333,77 +333,30 @@ def make_fold_plan(history_end: int, context_length: int, max_horizon: int, n_fo
     Args:
         history_end: rows before the test part (train + validation).
         context_length: L.
-        max_horizon: the longest horizon fitted (sets the default purge, L + H).
+        max_horizon: the longest horizon fitted.
         n_folds: K >= 2.
-        purge: rows left out on each side of a fold; None: L + max_horizon.
+        purge: rows left out on each side of a fold's targets; None: L + max_horizon, lowered (to no
+            less than 0: the fold's own rows and targets are always left out) until every fold keeps a
+            training window, as short series need.
 
     Raises:
-        HybridInputError: when K < 2 or some fold has no training window left;
-            the message says what to change.
+        HybridInputError: when K < 2 or some fold has no training window left even without a purge
+            gap (or with the purge given); the message says what to change.
     """
     L, H = context_length, max_horizon
     if n_folds < 2:
         raise HybridInputError(f"stack.folds must be at least 2; got {n_folds}.")
-    purge = L + H if purge is None else int(purge)
-    if purge < H:
-        raise HybridInputError(f"stack.purge must be at least the longest horizon ({H}); got {purge}.")
+    if purge is not None and purge < 0:
+        raise HybridInputError(f"stack.purge must be >= 0; got {purge}.")
     span = history_end - L
     borders = tuple(int(L + round(k * span / n_folds)) for k in range(n_folds + 1))
-    plan = FoldPlan(L, history_end, purge, borders, H)
-    for k in range(n_folds):
-        lo, hi = plan.excluded(k)
-        if max(lo, history_end - hi) < L + H:
-            raise HybridInputError(
-                f"cross-fitting: fold {k + 1} of {n_folds} leaves no training window (history of {history_end} rows, "
-                f"context_length {L} + horizon {H}, {purge} rows purged on each side); use fewer folds "
-                "(stack.folds), a smaller stack.purge, or a shorter context_length / horizon."
-            )
-    return plan
-
-
-class WindowSet:
-    """Every window of one or more segments, addressed by one global index (views, no copies).
-
-    Sample ``s`` (one channel of one window) is channel ``s % C`` of window
-    ``s // C``, as the core's trainer counts samples.
-
-    Args:
-        segments: the data (a window never spans two segments).
-        context_length, horizon: L and H.
-    """
-
-    def __init__(self, segments: Sequence[Segment], context_length: int, horizon: int) -> None:
-        self.parts = segment_windows(segments, context_length, horizon)
-        sizes = [p[0].shape[0] for p in self.parts]
-        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        self.n_windows = int(self.offsets[-1])
-        self.n_channels = int(segments[0].values.shape[1]) if segments else 0
-        self.context_length, self.horizon = context_length, horizon
-        self.starts = np.concatenate([p[2] for p in self.parts]) if self.parts else np.zeros(0, np.int64)
-
-    def __len__(self) -> int:
-        return self.n_windows
-
-    def _locate(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        w = np.asarray(w, dtype=np.int64)
-        part = np.searchsorted(self.offsets, w, side="right") - 1
-        return part, w - self.offsets[part]
-
-    def take(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Windows ``w`` [n] -> context [n, C, L] and target [n, C, H] (copies, in the order of ``w``)."""
-        w = np.asarray(w, dtype=np.int64)
-        ctx = np.empty((len(w), self.n_channels, self.context_length), dtype=np.float32)
-        tgt = np.empty((len(w), self.n_channels, self.horizon), dtype=np.float32)
-        part, local = self._locate(w)
-        for p in np.unique(part):
-            sel = part == p
-            ctx[sel], tgt[sel] = self.parts[p][0][local[sel]], self.parts[p][1][local[sel]]
-        return ctx, tgt
-
-    def samples(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Samples ``index`` [m] -> context rows [m, L] and targets [m, H] (copies)."""
-        index = np.asarray(index, dtype=np.int64)
-        w, c = index // self.n_channels, index % self.n_channels
-        ctx, tgt = self.take(w)
-        rows = np.arange(len(index))
-        return ctx[rows, c], tgt[rows, c]
+    candidates = [int(purge)] if purge is not None else list(range(L + H, -1, -max(1, (L + H) // 8))) + [0]
+    for gap in candidates:
+        plan = FoldPlan(L, history_end, gap, borders, H)
+        if all(max(lo, history_end - hi) >= L + H for lo, hi in (plan.excluded(k) for k in range(n_folds))):
+            return plan
+    raise HybridInputError(
+        f"cross-fitting: with {n_folds} folds some fold leaves no training window (history of {history_end} rows, "
+        f"context_length {L} + horizon {H}, purge {candidates[-1]}); use fewer folds (stack.folds, "
+        "stack.core_folds), a smaller stack.purge, or a shorter context_length / horizon."
+    )

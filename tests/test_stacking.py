@@ -89,9 +89,16 @@ def test_fold_plan_excludes_every_target_and_a_purge_gap():
             assert min(abs(r - t) for r in rows for t in (min(target_rows), max(target_rows))) >= plan.purge
 
 
-def test_fold_plan_refuses_folds_without_training_data():
+def test_fold_plan_refuses_folds_without_training_data_and_lowers_the_default_purge_for_short_series():
     with pytest.raises(ValueError, match="leaves no training window"):
-        make_fold_plan(history_end=300, context_length=96, max_horizon=24, n_folds=5)
+        make_fold_plan(history_end=200, context_length=96, max_horizon=24, n_folds=5)
+    with pytest.raises(ValueError, match="leaves no training window"):
+        make_fold_plan(history_end=6071, context_length=512, max_horizon=720, n_folds=2, purge=1232)
+    plan = make_fold_plan(history_end=6071, context_length=512, max_horizon=720, n_folds=2)  # exchange_rate at 720
+    assert 0 <= plan.purge < 512 + 720
+    for k in range(2):
+        lo, hi = plan.excluded(k)
+        assert max(lo, plan.history_end - hi) >= 512 + 720
 
 
 def test_memorising_member_gets_its_unseen_error_out_of_fold_not_zero(tmp_path: Path, memo_registry: None):
