@@ -19,7 +19,7 @@ import numpy as np
 
 from hybrid.artifacts import plain
 from hybrid.config import Config
-from hybrid.intervals import Bands, check_levels, fit_bands
+from hybrid.intervals import Bands, check_levels, fit_bands, member_spread
 from hybrid.stacking import Gate, OOFWindows, stack_set
 from router.fitting import fit_router
 from router.models import ROUTER_MODES
@@ -168,7 +168,15 @@ def deploy(cfg: Config, oof: OOFWindows, members: list[str], gate: Gate, periods
     mode = cfg.router.mode
     tol = cfg.stack.top_k_tolerance
     levels = check_levels(cfg.task.levels)
-    stack = np.stack([oof.forecasts[m] for m in members], axis=2)  # [n, Co, M, H]
+    forecasts = [oof.forecasts[m] for m in members]  # M arrays [n, Co, H]; never stacked (memory)
+
+    def mix(w: np.ndarray) -> np.ndarray:
+        """sum_m w[..., m] f_m -> [n, Co, H] float64."""
+        out = np.zeros(forecasts[0].shape)
+        for k, f in enumerate(forecasts):
+            out += w[..., k, None] * f
+        return out
+
     router: Router | None = None
     oof_scores: dict[str, Any] = {}
     fallback = reason = None
@@ -199,15 +207,15 @@ def deploy(cfg: Config, oof: OOFWindows, members: list[str], gate: Gate, periods
             used = mode
         for name, w in lofo.items():
             key = name if name in STATIC_MODES else f"router_{name}"
-            oof_scores[key] = _scores(np.einsum("ncm,ncmh->nch", w, stack), oof.target, channels)
-    weights = lofo[used]
-    combined = np.einsum("ncm,ncmh->nch", weights, stack)
+            oof_scores[key] = _scores(mix(w), oof.target, channels)
+    combined = mix(lofo[used])
     oof_scores[COMBINED] = _scores(combined, oof.target, channels)
     ctx_out = oof.context[:, out_ch]
     bands = member_bands = None
     if levels:
-        bands = fit_bands(combined, oof.target, ctx_out, stack, oof.folds, levels)
-        member_bands = {m: fit_bands(oof.forecasts[m], oof.target, ctx_out, stack, oof.folds, levels,
+        spread = member_spread(forecasts)
+        bands = fit_bands(combined, oof.target, ctx_out, spread, oof.folds, levels)
+        member_bands = {m: fit_bands(oof.forecasts[m], oof.target, ctx_out, spread, oof.folds, levels,
                                      bands.normaliser) for m in members}
     deployment = Deployment(
         horizon=horizon, members=list(members), mode=mode, used=used, fallback=fallback, fallback_reason=reason,

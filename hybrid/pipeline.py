@@ -40,7 +40,7 @@ from hybrid.crossfit import (
 )
 from hybrid.deployment import Deployment, deploy
 from hybrid.evaluation import Scoreboard
-from hybrid.intervals import check_levels, spread_of
+from hybrid.intervals import check_levels, member_spread, spread_of
 from hybrid.members import REGISTRY, make_member, parse_member, uses_references
 from hybrid.records import HorizonResult, build_manifest
 from hybrid.stacking import OOFWindows, baseline_mse, sanity_gate
@@ -322,7 +322,7 @@ class HorizonFitter:
             for name, f in combos.items():
                 board.add(name, f, tgt)
             sigma = spread_of(deployment.bands.normaliser, ctx[:, out],
-                              np.stack([fc_out[m] for m in deployment.members], axis=2), H) if deployment.bands else None
+                              member_spread([fc_out[m] for m in deployment.members]), H) if deployment.bands else None
             if deployment.bands is not None and sigma is not None:
                 board.add_bands(COMBINED, tgt, {lv: deployment.bands.band(combos[COMBINED], sigma, lv)
                                                 for lv in deployment.bands.levels})
@@ -517,8 +517,8 @@ def forecast_run(run_dir: Path, horizon: int | None = None, data: str | None = N
     combined = deployment.combine(fc_out, W)  # [1, Co, H]
     bands: dict[float, tuple[np.ndarray, np.ndarray]] = {}
     if deployment.bands is not None:
-        stack = np.stack([fc_out[m] for m in deployment.members], axis=2)
-        sigma = spread_of(deployment.bands.normaliser, context[:, out_idx], stack, fitted_h)
+        sigma = spread_of(deployment.bands.normaliser, context[:, out_idx],
+                          member_spread([fc_out[m] for m in deployment.members]), fitted_h)
         bands = {lv: deployment.bands.band(combined, sigma, lv) for lv in deployment.bands.levels}
     sub = Scaler(scaler.mean[out_idx], scaler.scale[out_idx])
 
