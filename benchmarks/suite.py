@@ -101,7 +101,15 @@ def run_fit(dataset: str, horizons: list[int], seed: int, members: list[str] | N
     queue = ctx.Queue()
     proc = ctx.Process(target=_one_fit, args=(dataset, horizons, seed, members, sets, str(run_root), queue, config))
     proc.start()
-    result = queue.get()
+    import queue as queue_module
+
+    while True:  # a child that dies never puts its result: do not wait for it forever
+        try:
+            result = queue.get(timeout=5)
+            break
+        except queue_module.Empty:
+            if not proc.is_alive():
+                raise RuntimeError(f"fit of {dataset} seed {seed} failed (exit {proc.exitcode})") from None
     proc.join()
     if proc.exitcode != 0:
         raise RuntimeError(f"fit of {dataset} seed {seed} failed (exit {proc.exitcode})")

@@ -154,3 +154,38 @@ def test_no_member_explodes(member: str, shape: str, cases: dict[str, Case], req
     assert mse <= BOUND * case.baseline + 1e-9, (
         f"{member} on {shape}: test MSE {mse:.4g} > {BOUND} x {case.baseline:.4g} "
         "(the better of seasonal naive and the training mean)")
+
+
+@pytest.mark.integration
+def test_the_intermittent_file_of_the_issue(tmp_path, capsys):
+    """Issue 11's file: a daily temperature and a rain gauge. Every member within 3x of dlinear, equal below
+    seasonal naive (RLinear returned test MSE 10680 on it before its fit stopped dividing by a flat window's std)."""
+    import json
+    from pathlib import Path
+
+    import pandas as pd
+
+    from hybrid.cli import main
+
+    rng = np.random.default_rng(7)
+    n = 8000
+    t = np.arange(n)
+    rain, i = np.zeros(n), 0
+    while i < n:
+        if rng.random() < 0.01:
+            k = int(rng.integers(2, 13))
+            rain[i : i + k] = np.round(rng.exponential(0.5, size=min(k, n - i)), 1)
+            i += k
+        else:
+            i += 1
+    frame = pd.DataFrame({"date": pd.date_range("2020-01-01", periods=n, freq="h"),
+                          "temp": 10 + 5 * np.sin(2 * np.pi * t / 24) + rng.normal(0, 1, n), "rain": rain})
+    frame.to_csv(tmp_path / "intermittent.csv", index=False)
+    assert main(["fit", "--data", str(tmp_path / "intermittent.csv"), "--horizon", "96", "--members",
+                 "linear,nlinear,dlinear,seasonal_naive", "--set", "runtime.progress=false", "--run-dir", "run"]) == 0
+    m = json.loads(Path("run/manifest.json").read_text())["results"]["96"]["metrics"]
+    dlinear = m["dlinear"]["test"]["mse"]
+    for member in ("linear", "nlinear", "dlinear", "seasonal_naive"):
+        assert m[member]["test"]["mse"] <= 3 * dlinear, (member, m[member]["test"]["mse"], dlinear)
+    assert m["equal"]["test"]["mse"] < m["seasonal_naive"]["test"]["mse"]
+    assert all(np.isfinite(v["test"]["mse"]) for v in m.values())
