@@ -360,3 +360,51 @@ def make_fold_plan(history_end: int, context_length: int, max_horizon: int, n_fo
         f"context_length {L} + horizon {H}, purge {candidates[-1]}); use fewer folds (stack.folds, "
         "stack.core_folds), a smaller stack.purge, or a shorter context_length / horizon."
     )
+
+
+class WindowSet:
+    """Every window of one or more segments, addressed by one global index (views, no copies).
+
+    Sample ``s`` (one channel of one window) is channel ``s % C`` of window
+    ``s // C``, as the core's trainer counts samples.
+
+    Args:
+        segments: the data (a window never spans two segments).
+        context_length, horizon: L and H.
+    """
+
+    def __init__(self, segments: Sequence[Segment], context_length: int, horizon: int) -> None:
+        self.parts = segment_windows(segments, context_length, horizon)
+        sizes = [p[0].shape[0] for p in self.parts]
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self.n_windows = int(self.offsets[-1])
+        self.n_channels = int(segments[0].values.shape[1]) if segments else 0
+        self.context_length, self.horizon = context_length, horizon
+        self.starts = np.concatenate([p[2] for p in self.parts]) if self.parts else np.zeros(0, np.int64)
+
+    def __len__(self) -> int:
+        return self.n_windows
+
+    def _locate(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        w = np.asarray(w, dtype=np.int64)
+        part = np.searchsorted(self.offsets, w, side="right") - 1
+        return part, w - self.offsets[part]
+
+    def take(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Windows ``w`` [n] -> context [n, C, L] and target [n, C, H] (copies, in the order of ``w``)."""
+        w = np.asarray(w, dtype=np.int64)
+        ctx = np.empty((len(w), self.n_channels, self.context_length), dtype=np.float32)
+        tgt = np.empty((len(w), self.n_channels, self.horizon), dtype=np.float32)
+        part, local = self._locate(w)
+        for p in np.unique(part):
+            sel = part == p
+            ctx[sel], tgt[sel] = self.parts[p][0][local[sel]], self.parts[p][1][local[sel]]
+        return ctx, tgt
+
+    def samples(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Samples ``index`` [m] -> context rows [m, L] and targets [m, H] (copies)."""
+        index = np.asarray(index, dtype=np.int64)
+        w, c = index // self.n_channels, index % self.n_channels
+        ctx, tgt = self.take(w)
+        rows = np.arange(len(index))
+        return ctx[rows, c], tgt[rows, c]
