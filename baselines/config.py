@@ -17,6 +17,7 @@ class LinearConfig:
     normalization: str = "revin"  # member `linear`: revin (window mean/std) | last | none
     alphas: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0)  # per-sample ridge strengths, chosen on val
     moving_avg: int = 25  # member `dlinear`: odd kernel of the trend moving average
+    dlinear_normalization: str = "revin"  # member `dlinear`: revin (follows level shifts) | none (the paper) | last
 
 
 @dataclass(frozen=True)

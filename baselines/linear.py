@@ -13,9 +13,14 @@ normalised and which features the map sees:
   gauges, sentinel-inflated channels) dominate the intercept and every
   forecast with it. The window scale also has a floor of ``SCALE_FLOOR``
   training standard deviations.
-- ``nlinear`` (NLinear): each window minus its last value.
+- ``nlinear`` (NLinear): each window minus its last value; no intercept
+  either (a fitted intercept is a drift every window gets, flat ones too).
 - ``dlinear`` (DLinear): the window split by a moving average into trend and
-  remainder, one map each (a ridge on the two parts side by side).
+  remainder, one map each (a ridge on the two parts side by side). By default
+  on RevIN-normalised windows like ``linear``; the DLinear paper's raw
+  windows (``linear.dlinear_normalization: none``) with their learned
+  absolute levels do not follow a level shift (ETTh1's test months, a 5-sd
+  shift in the robustness zoo).
 
 The ridge strength is chosen on the validation windows from ``alphas``
 (per-sample strengths: the penalty is alpha times the number of training
@@ -38,7 +43,7 @@ from baselines.config import LinearConfig
 from kernel.contract import Segment, TaskSpec, as_segments, as_values, check_context, not_fitted
 from kernel.protocol import segment_windows, windows
 
-CHUNK = 4096  # windows per block when accumulating Gram matrices
+CHUNK = 1024  # windows per block when accumulating Gram matrices (bounds the float64 temporaries)
 SCALE_FLOOR = 1e-3  # smallest window std (RevIN), in training standard deviations (data are scaled on train)
 
 
@@ -57,6 +62,38 @@ def moving_average(x: np.ndarray, kernel: int) -> np.ndarray:
     csum = np.cumsum(padded, axis=1, dtype=np.float64)
     csum = np.concatenate([np.zeros((x.shape[0], 1)), csum], axis=1)
     return (csum[:, kernel:] - csum[:, :-kernel]) / kernel
+
+
+class _Stats:
+    """Weighted Gram statistics of a set of windows (additive: pieces of data merge into a whole)."""
+
+    def __init__(self) -> None:
+        self.gram: np.ndarray | None = None
+        self.xty: np.ndarray | None = None
+        self.x_sum: np.ndarray | None = None
+        self.y_sum: np.ndarray | None = None
+        self.n_rows, self.w_sum = 0, 0.0
+
+    def add(self, x: np.ndarray, y: np.ndarray, sw: np.ndarray) -> None:
+        """Rows x [n, D], targets y [n, H], sample weights sw [n]."""
+        xw = x * sw[:, None]
+        self.merge_parts(xw.T @ x, xw.T @ y, xw.sum(0), sw @ y, x.shape[0], float(sw.sum()))
+
+    def merge(self, other: _Stats) -> None:
+        if other.gram is not None:
+            self.merge_parts(other.gram, other.xty, other.x_sum, other.y_sum, other.n_rows, other.w_sum)
+
+    def merge_parts(self, gram: np.ndarray, xty: np.ndarray, x_sum: np.ndarray, y_sum: np.ndarray, n: int,
+                    w: float) -> None:
+        if self.gram is None:
+            self.gram, self.xty, self.x_sum, self.y_sum = gram.copy(), xty.copy(), x_sum.copy(), y_sum.copy()
+        else:
+            self.gram += gram
+            self.xty += xty
+            self.x_sum += x_sum
+            self.y_sum += y_sum
+        self.n_rows += n
+        self.w_sum += w
 
 
 class RidgeLinear:
@@ -108,8 +145,8 @@ class RidgeLinear:
 
     @property
     def intercept(self) -> bool:
-        """RevIN windows have zero mean: their map has no intercept (see the module docstring)."""
-        return self.normalization != "revin"
+        """Only un-normalised windows get an intercept (see the module docstring)."""
+        return self.normalization == "none"
 
     def _blocks(self, segments: Sequence[Segment], L: int, H: int
                 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -125,40 +162,33 @@ class RidgeLinear:
                 x, shift, scale = self._normalise(c)
                 yield self._features(x), (y - shift) / scale, scale[:, 0] ** 2
 
-    # --- contract ---------------------------------------------------------
-    def fit(self, train: np.ndarray | Sequence[Segment], val: np.ndarray | Segment | None, spec: TaskSpec) -> Self:
-        """Fit on every window of ``train`` (scaled [T, C], or segments); choose alpha on ``val``."""
-        L, H = spec.context_length, spec.horizon
-        val = as_values(val)
-        gram = xty = x_sum = y_sum = None
-        n_rows, w_sum = 0, 0.0
-        for x, y, sw in self._blocks(as_segments(train), L, H):
-            xw = x * sw[:, None]
-            if gram is None:
-                gram, xty, x_sum, y_sum = xw.T @ x, xw.T @ y, xw.sum(0), sw @ y
-            else:
-                gram += xw.T @ x
-                xty += xw.T @ y
-                x_sum += xw.sum(0)
-                y_sum += sw @ y
-            n_rows += x.shape[0]
-            w_sum += float(sw.sum())
-        if gram is None or xty is None or x_sum is None or y_sum is None:
+    # --- sufficient statistics -------------------------------------------
+    def _stats(self, segments: Sequence[Segment], L: int, H: int) -> _Stats:
+        """Weighted Gram statistics of every window of ``segments`` (alpha-free)."""
+        st = _Stats()
+        for x, y, sw in self._blocks(segments, L, H):
+            st.add(x, y, sw)
+        return st
+
+    def _solve(self, st: _Stats, val: np.ndarray | None, L: int, H: int) -> None:
+        """Choose alpha on ``val`` (or take the middle / only one) and set the map from the statistics."""
+        if st.gram is None:
             raise ValueError(f"{self.name}: no training window of context_length {L} + horizon {H} fits in `train`.")
+        gram, xty = st.gram.copy(), st.xty.copy()
         # With an intercept, centre (the intercept is not shrunk); then solve
         # (G + a W I) w = X'y for every alpha through one eigendecomposition
         # (W: the total sample weight, n rows when unweighted).
         if self.intercept:
-            x_mean, y_mean = x_sum / w_sum, y_sum / w_sum
-            gram -= w_sum * np.outer(x_mean, x_mean)
-            xty -= w_sum * np.outer(x_mean, y_mean)
+            x_mean, y_mean = st.x_sum / st.w_sum, st.y_sum / st.w_sum
+            gram -= st.w_sum * np.outer(x_mean, x_mean)
+            xty -= st.w_sum * np.outer(x_mean, y_mean)
         else:
             x_mean, y_mean = np.zeros(gram.shape[0]), np.zeros(H)
         evals, evecs = np.linalg.eigh(gram)
         proj = evecs.T @ xty  # [D, H]
 
         def weights(alpha: float) -> tuple[np.ndarray, np.ndarray]:
-            w = evecs @ (proj / (evals + alpha * w_sum)[:, None])  # [D, H]
+            w = evecs @ (proj / (evals + alpha * st.w_sum)[:, None])  # [D, H]
             return w, y_mean - x_mean @ w
 
         self.val_mse_by_alpha_: dict[float, float] = {}
@@ -183,8 +213,45 @@ class RidgeLinear:
         w, b = weights(self.alpha_)
         self.weights_, self.bias_ = w, b  # [D, H], [H] float64
         self.context_length_, self.horizon_ = L, H
-        self.n_train_rows_ = n_rows
+        self.n_train_rows_ = st.n_rows
+
+    # --- contract ---------------------------------------------------------
+    def fit(self, train: np.ndarray | Sequence[Segment], val: np.ndarray | Segment | None, spec: TaskSpec) -> Self:
+        """Fit on every window of ``train`` (scaled [T, C], or segments); choose alpha on ``val``."""
+        L, H = spec.context_length, spec.horizon
+        self._solve(self._stats(as_segments(train), L, H), as_values(val), L, H)
         return self
+
+    def fit_many(self, trains: Sequence[Sequence[Segment]], val: np.ndarray | Segment | None, spec: TaskSpec
+                 ) -> list[Self]:
+        """Fit on ``trains[0]`` (alpha chosen on ``val``), then frozen copies on every other training set.
+
+        Equal to ``[m := self.fit(trains[0], val, spec)] + [m.frozen().fit(t, None, spec) for t in trains[1:]]``,
+        but every window is read once: the windows (by start row in the series) are cut into pieces by every
+        set's borders, each piece's statistics are computed once and added to each set that holds it. The
+        cross-fitting stage fits a member about K + 3 times on overlapping data; this makes it one pass.
+        """
+        L, H = spec.context_length, spec.horizon
+        sets = [[s for s in as_segments(t) if len(s) >= L + H] for t in trains]
+        ranges = [[(s.start, s.start + len(s) - L - H + 1, s) for s in segs] for segs in sets]
+        cuts = sorted({b for rs in ranges for lo, hi, _ in rs for b in (lo, hi)})
+        totals = [_Stats() for _ in sets]
+        for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
+            owners = [i for i, rs in enumerate(ranges) if any(a <= lo and hi <= b for a, b, _ in rs)]
+            if not owners:
+                continue
+            seg = next(s for a, b, s in ranges[owners[0]] if a <= lo and hi <= b)
+            piece = Segment(seg.values[lo - seg.start : hi - seg.start + L + H - 1], lo)
+            st = self._stats([piece], L, H)
+            for i in owners:
+                totals[i].merge(st)
+        self._solve(totals[0], as_values(val), L, H)
+        out = [self]
+        for st in totals[1:]:
+            twin = self.frozen()
+            twin._solve(st, None, L, H)
+            out.append(twin)
+        return out
 
     def frozen(self) -> Self:
         """An unfitted copy with the ridge strength fixed to the one this fit chose."""

@@ -2,7 +2,11 @@
 
 Protocol: ETT split (train rows [0, 8640), val [8640 - L, 11520), test
 [11520 - L, 14400)); per-channel standard scaling fitted on train; every test
-window, stride 1; the checkpoint is chosen on validation only.
+window, stride 1; the checkpoint is chosen on validation only. Variants that
+read classical references get the forecasts of ``core.reference_members``
+fitted once on train (val chooses their settings): ``spec.references`` while
+fitting, ``predict``'s ``references`` on test (the pipeline hands out-of-fold
+ones instead).
 
 Usage:
     python benchmarks/core_accuracy.py --data /path/ETTh1.csv --variants default,none,noprompt \
@@ -30,8 +34,11 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kernel.contract import TaskSpec  # noqa: E402
+from hybrid.config import Config  # noqa: E402
+from hybrid.members import make_member  # noqa: E402
+from kernel.contract import Segment, TaskSpec  # noqa: E402
 from kernel.protocol import Scaler, make_split, mse_mae, windows  # noqa: E402
+from kernel.references import PredictedReferences  # noqa: E402
 from llm_core.config import CoreConfig  # noqa: E402
 
 DESCRIPTION = (
@@ -66,15 +73,20 @@ def run(values: np.ndarray, variant: str, seed: int, horizon: int) -> dict:
     from llm_core.member import TimeLLM
 
     split = make_split(len(values), L, horizon, kind="ett", freq="h")
-    scaler = Scaler.fit(split.part(values, "train"))
-    train, val, test = (scaler.transform(split.part(values, p)) for p in ("train", "val", "test"))
+    scaled = Scaler.fit(split.part(values, "train")).transform(values[: split.test_end])
+    train, val, test = (split.part(scaled, p) for p in ("train", "val", "test"))
     spec = TaskSpec(context_length=L, horizon=horizon, freq="h", periods=(24, 12, 168), seed=seed,
                     description=DESCRIPTION)  # fmt: skip
     cfg = dataclasses.replace(CoreConfig(), progress=False, **VARIANTS[variant])
-    member = TimeLLM(cfg).fit(train, val, spec)
+    names = tuple(cfg.reference_members) if (cfg.references or cfg.classical_text) else ()
+    fitted = {n: make_member(n, Config()).fit(train, val, spec) for n in names}
+    source = PredictedReferences(names, scaled, L, [fitted]) if names else None  # any window's, by its start row
+    member = TimeLLM(cfg).fit([Segment(train, split.train_start)], Segment(val, split.val_start),
+                              dataclasses.replace(spec, references=source))  # fmt: skip
     ctx, tgt = windows(test, L, horizon)
-    t0 = time.perf_counter()
-    pred = member.predict(ctx)
+    t0 = time.perf_counter()  # the references' forecasts of the test windows count, as they did inside predict
+    refs = source.forecasts(split.test_start + np.arange(len(ctx)), horizon) if source is not None else None
+    pred = member.predict(ctx, refs)
     predict_s = time.perf_counter() - t0
     mse, mae = mse_mae(pred, tgt)
     return {

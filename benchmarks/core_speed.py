@@ -123,12 +123,12 @@ def one(label: str, backbone: str, layers: int, bf16: bool, reference: bool, dat
 
     ctx, tgt = _data(data)
     cfg = dataclasses.replace(
-        CoreConfig(), backbone=backbone, llm_layers=max(layers, 1), cpu_bf16=bf16, epochs=0, progress=False,
+        CoreConfig(), backbone=backbone, llm_layers=max(layers, 1), cpu_bf16=bf16, progress=False,
         references=False, classical_text=False, reference_members=(),  # the core alone (issue 4), as in the reference
     )
     spec = TaskSpec(context_length=L, horizon=H, freq="h", periods=(24,), seed=0, description=DESCRIPTION)
     t0 = time.perf_counter()
-    member = TimeLLM(cfg).fit(_train_rows(data), None, spec)  # epochs=0: builds the network only
+    member = TimeLLM(cfg).build(_train_rows(data), spec)  # the network as fit would start it, untrained
     load_s = time.perf_counter() - t0
     net = member.net_
     rng = np.random.default_rng(0)
@@ -146,7 +146,7 @@ def one(label: str, backbone: str, layers: int, bf16: bool, reference: bool, dat
 
     def train_step(forward) -> None:  # type: ignore[no-untyped-def]
         net.train()
-        with member._autocast():
+        with member.autocast():
             out = forward()
         loss = torch.nn.functional.mse_loss(out.float(), yb)
         opt.zero_grad(set_to_none=True)
@@ -166,8 +166,9 @@ def one(label: str, backbone: str, layers: int, bf16: bool, reference: bool, dat
     ids = mask = None
     if member.use_prompt_:
         ids, mask = member.encoder_.encode(xi)
-    member._forward_samples(xi, ids, mask)
-    infer_s = statistics.median(timed(lambda: member._forward_samples(xi, ids, mask), 1) for _ in range(max(2, runs - 1)))
+    member.trainer_.forward(xi, ids, mask, None)  # warm-up; the inference pass of predict (no references here)
+    infer_s = statistics.median(timed(lambda: member.trainer_.forward(xi, ids, mask, None), 1)
+                                for _ in range(max(2, runs - 1)))
     row = {
         "label": label, "backbone": backbone, "layers": layers, "bf16": bf16,
         "train_windows_per_s": BATCH / step_s, "step_s": step_s,
@@ -183,7 +184,7 @@ def one(label: str, backbone: str, layers: int, bf16: bool, reference: bool, dat
 
         def ref_step() -> None:
             net.train()
-            with member._autocast():
+            with member.autocast():
                 out, n_tok = _reference_forward(net, ref_map, member.tokenizer_, xb)
             ref_len.append(n_tok)
             loss = torch.nn.functional.mse_loss(out.float(), yb)

@@ -3,8 +3,10 @@
 Protocol: ETT split, per-channel scaling fitted on train, L 512, every test
 window (stride 1); checkpoints chosen on validation only. The reference
 members are fitted once per horizon on the training part and handed to every
-variant through ``spec.extra["fitted_members"]`` (as the pipeline does), so
-the variants differ only in what the core does with them.
+variant as reference forecasts (``spec.references`` while fitting, the
+``references`` of ``predict``), so the variants differ only in what the core
+does with them. Unlike the pipeline's out-of-fold references, the training
+windows' references here come from members fitted on those windows.
 
 Usage:
     python benchmarks/fusion_ablation.py --horizons 96 --seeds 0 \
@@ -33,8 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hybrid.config import Config  # noqa: E402
 from hybrid.members import make_member  # noqa: E402
-from kernel.contract import TaskSpec  # noqa: E402
-from kernel.protocol import Scaler, make_split, mse_mae, windows  # noqa: E402
+from kernel.contract import Segment, TaskSpec  # noqa: E402
+from kernel.protocol import Scaler, Split, make_split, mse_mae, windows  # noqa: E402
+from kernel.references import PredictedReferences  # noqa: E402
 from llm_core.config import CoreConfig  # noqa: E402
 
 DESCRIPTION = (
@@ -101,15 +104,19 @@ def classical(
     return fitted, rows
 
 
-def run_core(train: np.ndarray, val: np.ndarray, test: np.ndarray, spec: TaskSpec, variant: str, fitted: dict) -> dict:
+def run_core(scaled: np.ndarray, split: Split, spec: TaskSpec, variant: str, fitted: dict) -> dict:
+    """Fit and score one variant; ``scaled`` [T, C] is the scaled series the split's parts are cut from."""
     from llm_core.member import TimeLLM
 
     cfg = dataclasses.replace(CoreConfig(), reference_members=tuple(fitted), **BUDGET, **VARIANTS[variant])
-    spec = dataclasses.replace(spec, extra={"fitted_members": fitted})
-    member = TimeLLM(cfg).fit(train, val, spec)
-    ctx, tgt = windows(test, L, spec.horizon)
-    t0 = time.perf_counter()
-    pred = member.predict(ctx)
+    source = PredictedReferences(tuple(fitted), scaled, L, [fitted])  # any window's references, by its start row
+    spec = dataclasses.replace(spec, references=source)
+    train = [Segment(split.part(scaled, "train"), split.train_start)]
+    member = TimeLLM(cfg).fit(train, Segment(split.part(scaled, "val"), split.val_start), spec)
+    ctx, tgt = windows(split.part(scaled, "test"), L, spec.horizon)
+    t0 = time.perf_counter()  # the references' forecasts of the test windows count, as they did inside predict
+    refs = source.forecasts(split.test_start + np.arange(len(ctx)), spec.horizon)  # [N, C, R, H]
+    pred = member.predict(ctx, refs)
     predict_s = time.perf_counter() - t0
     mse, mae = mse_mae(pred, tgt)
     epoch_s = [h["seconds"] for h in member.history_ if "train_loss" in h]
@@ -122,7 +129,7 @@ def run_core(train: np.ndarray, val: np.ndarray, test: np.ndarray, spec: TaskSpe
         "s_per_epoch": float(np.median(epoch_s)),  # epoch 0 (the starting mix, no training) is not counted
         "train_windows_per_s": n_train / float(np.median(epoch_s)),
         "prompt_len": member.prompt_len_, "n_trainable": member.n_trainable_,
-        "positions": int(member.net_.n_positions), "reference_s": member.reference_seconds_,
+        "positions": int(member.net_.n_positions),
         "mix": member.net_.reference_mix.detach().tolist() if member.net_.reference_mix is not None else None,
         "start": (member.start_mix_ or {}).get("chosen"), "start_val_mse": (member.start_mix_ or {}).get("val_mse"),
         "load_avg": os.getloadavg()[0],
@@ -204,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     for h in (int(x) for x in args.horizons.split(",")):
         split = make_split(len(values), L, h, kind="ett", freq="h")
         scaler = Scaler.fit(split.part(values, "train"))
-        train, val, test = (scaler.transform(split.part(values, p)).astype(np.float32) for p in ("train", "val", "test"))
+        scaled = scaler.transform(values[: split.test_end]).astype(np.float32)
+        train, val, test = (split.part(scaled, p) for p in ("train", "val", "test"))
         for seed in (int(x) for x in args.seeds.split(",")):
             spec = TaskSpec(context_length=L, horizon=h, freq="h", periods=(24, 12, 168), seed=seed,
                             description=DESCRIPTION, n_jobs=2)  # fmt: skip
@@ -215,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
                     record(row)
             refs = {n: fitted[n] for n in REFERENCES}
             for variant in args.variants.split(","):
-                row = run_core(train, val, test, spec, variant, refs)
+                row = run_core(scaled, split, spec, variant, refs)
                 logging.info("result %s", row)
                 record(row)
     return 0

@@ -6,11 +6,17 @@
 Runs ``HybridForecaster.fit`` and ``evaluate`` for every dataset and seed (all
 horizons in one fit), each fit in a fresh process so that its peak memory is
 its own. Writes ``benchmarks/results.json`` (one record per dataset, horizon,
-seed and model), a plot per dataset (``benchmarks/plots/<dataset>.png``) and
-the tables between the ``suite`` markers of BENCHMARKS.md, after every fit;
-records of datasets and seeds not run this time are kept. The test set
-chooses nothing: every number comes from a run whose choices were made on
-validation.
+seed, model and code version), a plot per dataset
+(``benchmarks/plots/<dataset>.png``) and the tables between the ``suite``
+markers of BENCHMARKS.md, after every fit; records of datasets and seeds not
+run this time are kept, and records of the previous design (version
+``v1-validation``: router and static weights learned on the validation part,
+members fitted on train only) stay beside the current ones (``v2-crossfit``)
+for the before / after table. The test set chooses nothing.
+
+Per model a record holds the test MSE / MAE (members refitted on train + val,
+as deployed), the out-of-fold MSE, the train-only test MSE of members, and
+for ``hybrid`` the coverage and width of its 80 / 95 % bands.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
-FILES = {"etth1": "ETTh1.csv", "ettm1": "ETTm1.csv.gz", "exchange": "exchange_rate.csv"}
+FILES = {"etth1": "ETTh1.csv", "ettm1": "ETTm1.csv.gz", "exchange": "exchange_rate.csv", "weather": "weather.csv.gz"}
 # Published numbers at input length 512 (../shared/ANCHORS.md): MSE by horizon.
 PUBLISHED = {
     "etth1": {
@@ -42,6 +48,7 @@ PUBLISHED = {
     "ettm1": {"Time-LLM (LLaMA-7B, paper)": {96: 0.272, 192: 0.310, 336: 0.352, 720: 0.383}},
 }
 BEGIN, END = "<!-- suite:begin -->", "<!-- suite:end -->"
+VERSION = "v2-crossfit"  # this code's records; "v1-validation": the design before cross-fitting
 
 
 def machine() -> str:
@@ -65,7 +72,7 @@ def machine() -> str:
 
 
 def _one_fit(dataset: str, horizons: list[int], seed: int, members: list[str] | None, sets: list[str],
-             run_root: str, queue: mp.Queue) -> None:
+             run_root: str, queue: mp.Queue, config: str | None = None) -> None:
     sys.path.insert(0, str(ROOT))
     from hybrid.api import HybridForecaster
 
@@ -73,29 +80,36 @@ def _one_fit(dataset: str, horizons: list[int], seed: int, members: list[str] | 
     if members:
         task["members"] = tuple(members)
     t0 = time.perf_counter()
-    model = HybridForecaster(sets=["runtime.progress=false", *sets], **task)
-    model.fit(str(DATA / FILES[dataset]), run_dir=Path(run_root) / f"{dataset}-seed{seed}")
+    model = HybridForecaster(config_file=config, sets=["runtime.progress=false", *sets], **task)
+    model.fit(str(DATA / FILES[dataset]), run_dir=Path(run_root) / f"{dataset}-seed{seed}", overwrite=True)
     seconds = time.perf_counter() - t0
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     manifest = model.manifest_
     by_h: dict[str, dict[str, float]] = {}
-    for h in map(str, horizons):  # wall time per horizon: every member's fit + predict, and the router
-        members_s = {n: info["fit_seconds"].get(h, 0.0) + info["predict_seconds"].get(h, 0.0)
-                     for n, info in manifest["members"].items()}
-        router_s = (manifest["combiner"].get(h, {}).get("router") or {}).get("seconds", 0.0)
-        by_h[h] = {"horizon_seconds": sum(members_s.values()) + router_s,
-                   "core_seconds": sum(v for n, v in members_s.items() if n.startswith("timellm"))}
+    for h in map(str, horizons):  # wall time per horizon: every member at every stage, the combination, the test
+        sec = manifest["results"][h]["seconds"]
+        by_h[h] = {"horizon_seconds": sec["total"],
+                   "core_seconds": sum(v for n, v in sec.items() if n.startswith("timellm"))}
     queue.put({"evaluation": model.evaluate(), "fit_seconds": seconds, "peak_rss_mb": rss_mb,
-               "members": list(manifest["members"]), "by_horizon": by_h})
+               "members": list(manifest["members"]), "by_horizon": by_h,
+               "combiner": {h: manifest["results"][h]["combiner"] for h in map(str, horizons)}})
 
 
 def run_fit(dataset: str, horizons: list[int], seed: int, members: list[str] | None, sets: list[str],
-            run_root: Path) -> dict:
+            run_root: Path, config: str | None = None) -> dict:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_one_fit, args=(dataset, horizons, seed, members, sets, str(run_root), queue))
+    proc = ctx.Process(target=_one_fit, args=(dataset, horizons, seed, members, sets, str(run_root), queue, config))
     proc.start()
-    result = queue.get()
+    import queue as queue_module
+
+    while True:  # a child that dies never puts its result: do not wait for it forever
+        try:
+            result = queue.get(timeout=5)
+            break
+        except queue_module.Empty:
+            if not proc.is_alive():
+                raise RuntimeError(f"fit of {dataset} seed {seed} failed (exit {proc.exitcode})") from None
     proc.join()
     if proc.exitcode != 0:
         raise RuntimeError(f"fit of {dataset} seed {seed} failed (exit {proc.exitcode})")
@@ -105,16 +119,32 @@ def run_fit(dataset: str, horizons: list[int], seed: int, members: list[str] | N
 def records_from(dataset: str, seed: int, result: dict, command: str) -> list[dict]:
     out = []
     for horizon, by_model in result["evaluation"]["horizons"].items():
+        comb = result["combiner"][horizon]
         for model, scores in by_model.items():
-            out.append({
-                "dataset": dataset, "horizon": int(horizon), "seed": seed, "model": model,
-                "mse": scores["test"]["mse"], "mae": scores["test"]["mae"],
-                "val_mse": scores["val"]["mse"],
+            test = scores.get("test") or {}
+            if not test:
+                continue
+            rec = {
+                "version": VERSION, "dataset": dataset, "horizon": int(horizon), "seed": seed, "model": model,
+                "mse": test["mse"], "mae": test["mae"], "oof_mse": (scores.get("oof") or {}).get("mse"),
                 "fit_seconds": round(result["fit_seconds"], 1), "peak_rss_mb": round(result["peak_rss_mb"], 1),
                 **{k: round(v, 1) for k, v in result.get("by_horizon", {}).get(horizon, {}).items()},
                 "command": command,
-            })
+            }
+            train_only = scores.get("test_train_only")
+            if train_only and train_only is not test:
+                rec["train_only_mse"], rec["train_only_mae"] = train_only["mse"], train_only["mae"]
+            if model == "hybrid":
+                rec["used"], rec["fallback"] = comb["used"], comb["fallback"]
+                for level, b in (test.get("intervals") or {}).items():
+                    rec[f"coverage_{level}"], rec[f"width_{level}"] = b["coverage"], b["width"]
+                    rec[f"interval_score_{level}"] = b["interval_score"]
+            out.append(rec)
     return out
+
+
+def version(r: dict) -> str:
+    return r.get("version", "v1-validation")
 
 
 def is_peer_record(r: dict) -> bool:
@@ -123,20 +153,57 @@ def is_peer_record(r: dict) -> bool:
 
 
 def merge(old: list[dict], new: list[dict]) -> list[dict]:
-    """Records of ``old`` whose (dataset, seed) ``new`` does not cover, then ``new``; peers.py's records are kept."""
-    done = {(r["dataset"], r["seed"]) for r in new}
-    return [r for r in old if is_peer_record(r) or (r["dataset"], r["seed"]) not in done] + new
+    """Records of ``old`` whose (version, dataset, seed) ``new`` does not cover, then ``new``; peers.py's are kept."""
+    done = {(version(r), r["dataset"], r["seed"]) for r in new}
+    return [r for r in old if is_peer_record(r) or (version(r), r["dataset"], r["seed"]) not in done] + new
+
+
+def before_after(records: list[dict], dataset: str) -> list[str]:
+    """The previous design against this one, same dataset: best member in hindsight, equal weights, hybrid."""
+    lines: list[str] = []
+    old = [r for r in records if r["dataset"] == dataset and version(r) == "v1-validation"]
+    new = [r for r in records if r["dataset"] == dataset and version(r) == VERSION]
+    if not old or not new:
+        return lines
+    horizons = sorted({r["horizon"] for r in new} & {r["horizon"] for r in old})
+
+    def mean(rows: list[dict], model: str, h: int, key: str = "mse") -> float | None:
+        sel = [r[key] for r in rows if r["model"] == model and r["horizon"] == h and r.get(key) is not None]
+        return float(np.mean(sel)) if sel else None
+
+    def best(rows: list[dict], h: int) -> tuple[str, float]:
+        members = {r["model"] for r in rows if r.get("oof_mse") is not None or version(r) != VERSION} - {
+            "equal", "inverse_error", "best_single", "top_k", "hybrid", "router_vote", "router_select", "router_rules"}
+        scored = {m: mean(rows, m, h) for m in members}
+        m = min((k for k in scored if scored[k] is not None), key=lambda k: scored[k])
+        return m, scored[m]
+
+    lines += [f"Before (v1: weights learned on the validation part, members fitted on train) and after (v2: "
+              f"cross-fitted stacking, members refitted on train + val), {dataset}, test MSE:", "",
+              "| | " + " | ".join(str(h) for h in horizons) + " |", "|---|" + "---|" * len(horizons)]
+    for label, rows in (("v1", old), ("v2", new)):
+        cells = []
+        for h in horizons:
+            m, v = best(rows, h)
+            cells.append(f"{v:.3f} ({m})")
+        lines.append(f"| {label} best member in hindsight | " + " | ".join(cells) + " |")
+        for model in ("equal", "hybrid"):
+            vals = [mean(rows, model, h) for h in horizons]
+            lines.append(f"| {label} {model} | " + " | ".join("" if v is None else f"{v:.3f}" for v in vals) + " |")
+    lines.append("")
+    return lines
 
 
 def tables(records: list[dict]) -> str:
     lines: list[str] = []
-    for dataset in sorted({r["dataset"] for r in records}):
-        rows = [r for r in records if r["dataset"] == dataset]
+    current = [r for r in records if version(r) == VERSION]
+    for dataset in sorted({r["dataset"] for r in current}):
+        rows = [r for r in current if r["dataset"] == dataset]
         horizons = sorted({r["horizon"] for r in rows})
         seeds = sorted({r["seed"] for r in rows})
         models = list(dict.fromkeys(r["model"] for r in rows))
-        lines += [f"### {dataset} (test MSE / MAE, mean ± std over seeds {seeds})", "",
-                  "| model | " + " | ".join(str(h) for h in horizons) + " | avg MSE |",
+        lines += [f"### {dataset} (test MSE / MAE, mean ± std over seeds {seeds}; members refitted on train + val)",
+                  "", "| model | " + " | ".join(str(h) for h in horizons) + " | avg MSE |",
                   "|---|" + "---|" * (len(horizons) + 1)]
         for model in models:
             cells, avgs = [], []
@@ -152,6 +219,15 @@ def tables(records: list[dict]) -> str:
                 cells.append(f"{mse.mean():.3f}{spread} / {mae.mean():.3f}")
             avg = f"{np.mean(avgs):.3f}" if len(avgs) == len(horizons) else ""
             lines.append(f"| {model} | " + " | ".join(cells) + f" | {avg} |")
+        for model in models:  # the train-only fits of the members (what published deep models report)
+            vals = [[r["train_only_mse"] for r in rows if r["model"] == model and r["horizon"] == h
+                     and "train_only_mse" in r] for h in horizons]
+            if all(vals):
+                cells = [f"{np.mean(v):.3f}" for v in vals]
+                lines.append(f"| {model} (train-only fit) | " + " | ".join(cells) +
+                             f" | {np.mean([np.mean(v) for v in vals]):.3f} |")
+        used = [[f"{r['used']}" for r in rows if r["model"] == "hybrid" and r["horizon"] == h] for h in horizons]
+        lines.append("| *what hybrid used (per seed)* | " + " | ".join(", ".join(u) for u in used) + " | |")
         for name, by_h in PUBLISHED.get(dataset, {}).items():
             cells = [f"{by_h[h]:.3f}" if h in by_h else "" for h in horizons]
             avg = f"{np.mean([by_h[h] for h in horizons]):.3f}" if all(h in by_h for h in horizons) else ""
@@ -172,6 +248,19 @@ def tables(records: list[dict]) -> str:
                     lines.append(f"| {h} | {np.median([r['horizon_seconds'] for r in sel]):.0f} | "
                                  f"{np.median([r['core_seconds'] for r in sel]):.0f} | {len(sel)} |")
             lines.append("")
+        hyb = [r for r in rows if r["model"] == "hybrid" and "coverage_80" in r]
+        if hyb:
+            lines += ["| horizon | 80 % coverage | 80 % width | 95 % coverage | 95 % width | seeds |",
+                      "|---|---|---|---|---|---|"]
+            for h in horizons:
+                sel = [r for r in hyb if r["horizon"] == h]
+                if sel:
+                    lines.append(f"| {h} | {np.mean([r['coverage_80'] for r in sel]):.3f} | "
+                                 f"{np.mean([r['width_80'] for r in sel]):.3f} | "
+                                 f"{np.mean([r['coverage_95'] for r in sel]):.3f} | "
+                                 f"{np.mean([r['width_95'] for r in sel]):.3f} | {len(sel)} |")
+            lines.append("")
+        lines += before_after(records, dataset)
         lines += [f"![{dataset}](benchmarks/plots/{dataset}.png)", ""]
     return "\n".join(lines)
 
@@ -183,12 +272,13 @@ def plot(records: list[dict], out_dir: Path) -> None:
     import matplotlib.pyplot as plt
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    for dataset in sorted({r["dataset"] for r in records}):
-        rows = [r for r in records if r["dataset"] == dataset]
+    current = [r for r in records if version(r) == VERSION]
+    for dataset in sorted({r["dataset"] for r in current}):
+        rows = [r for r in current if r["dataset"] == dataset]
         horizons = sorted({r["horizon"] for r in rows})
         fig, ax = plt.subplots(figsize=(10, 4.8))
         colours = plt.cm.tab20(np.linspace(0, 1, 20))
-        combiners = {"equal", "inverse_error", "best_single"}
+        combiners = {"equal", "inverse_error", "best_single", "top_k"}
         for i, model in enumerate(dict.fromkeys(r["model"] for r in rows)):
             ys = [np.mean([r["mse"] for r in rows if r["model"] == model and r["horizon"] == h] or [np.nan])
                   for h in horizons]
@@ -223,6 +313,8 @@ def main() -> int:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--members", default="", help="comma-separated; default: the config's members")
     parser.add_argument("--set", action="append", default=[], help="config override, repeatable")
+    parser.add_argument("--config", default=None, help="extra config layer: a YAML file or a shipped name "
+                        "(weather: weather-benchmark for the literature's treatment)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results.json"))
     parser.add_argument("--markdown", default=str(ROOT / "BENCHMARKS.md"))
     parser.add_argument("--runs", default=str(ROOT / "benchmarks" / "out" / "runs"))
@@ -240,12 +332,13 @@ def main() -> int:
     command = ("python benchmarks/suite.py --datasets {dataset} "
                f"--horizons {args.horizons} --seeds {args.seeds}"
                + (f" --members {args.members}" if members else "")
+               + (f" --config {args.config}" if args.config else "")
                + "".join(f" --set {s}" for s in args.set))
     t_all = time.perf_counter()
     for dataset in datasets:
         for seed in seeds:
             t0 = time.perf_counter()
-            result = run_fit(dataset, horizons, seed, members, args.set, Path(args.runs))
+            result = run_fit(dataset, horizons, seed, members, args.set, Path(args.runs), args.config)
             records = merge(records, records_from(dataset, seed, result, command.format(dataset=dataset)))
             print(f"{dataset} seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True)
             # written after every fit, so that a long sweep can be stopped and its finished parts kept

@@ -2,6 +2,10 @@
 
 Exit codes: 0 success, 2 bad input or config (one line on stderr), 1 an
 unexpected error (one line; the traceback with ``-v``).
+
+The commands' modules are imported at module level, as everywhere in the
+project (tests/test_layers.py); torch is imported only when a run uses the
+core (:mod:`hybrid.members`).
 """
 
 from __future__ import annotations
@@ -13,13 +17,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hybrid.api import HybridForecaster
+from hybrid.artifacts import resolve_run_dir
+from hybrid.config import load_config
+from hybrid.pipeline import fit_run, forecast_run
+from hybrid.report import rerender, write_report
+from kernel.data import dataset_name
+from kernel.distributed import is_main_process
 from kernel.errors import HybridInputError
+from router.models import ROUTER_MODES
+from router.static import STATIC_MODES
 
 logger = logging.getLogger("hybrid")
 
-# router.mode values (router.learned.ROUTER_MODES + router.static.STATIC_MODES), kept
-# literal so that `hybrid --help` imports nothing heavy
-ROUTER_CHOICES = ("vote", "select", "rules", "equal", "inverse_error", "best_single", "top_k")
+ROUTER_CHOICES = (*ROUTER_MODES, *STATIC_MODES)  # router.mode values: learned, then static
 
 
 def _positive_int(text: str) -> int:
@@ -120,12 +131,10 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    from hybrid.config import load_config
-    from hybrid.pipeline import fit_run
-    from kernel.data import dataset_name
-
     cfg = load_config(dataset_name(args.data), args.config, _fit_overrides(args), args.set)
     result = fit_run(cfg, args.data, args.run_dir, overwrite=args.overwrite)
+    if not is_main_process():
+        return 0  # torchrun: rank 0 wrote the run and prints the summary
     m = result.manifest
     print(f"fitted {len(m['members'])} member(s) on {m['dataset']} ({m['n_rows']} rows x "
           f"{len(m['columns'])} channels, {m['freq']}) in {m['fit_seconds_total']:.1f} s")
@@ -173,9 +182,6 @@ def _print_metrics(m: dict[str, Any], per_channel: bool = False) -> None:
 
 
 def cmd_forecast(args: argparse.Namespace) -> int:
-    from hybrid.artifacts import resolve_run_dir
-    from hybrid.pipeline import forecast_run
-
     run_dir = resolve_run_dir(args.run_dir)
     result = forecast_run(run_dir, args.horizon, args.data)
     out = Path(args.output) if args.output else run_dir / "forecast.csv"
@@ -187,8 +193,6 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     shown = result.frame if len(result.frame) <= 12 else result.frame.iloc[list(range(5)) + list(range(-5, 0))]
     print(shown.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     print(f"wrote {out}")
-    from hybrid.report import write_report
-
     written = write_report(result, run_dir, out.parent)
     if result.fallback:
         print(f"note: the router ({result.mode}) fell back to {result.fallback}; see {written[0]}")
@@ -197,17 +201,12 @@ def cmd_forecast(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from hybrid.artifacts import resolve_run_dir
-    from hybrid.report import rerender
-
     written = rerender(resolve_run_dir(args.run_dir), Path(args.output_dir) if args.output_dir else None)
     print(f"wrote {', '.join(str(p) for p in written)}")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from hybrid.api import HybridForecaster
-
     model = HybridForecaster.load(args.run_dir)
     report = model.evaluate()
     if args.json:
@@ -240,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
     for noisy in ("matplotlib", "urllib3", "filelock", "fsspec"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not is_main_process() and not verbose:
+        logging.getLogger().setLevel(logging.WARNING)  # torchrun: rank 0 tells the story, the others only warn
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)

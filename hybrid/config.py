@@ -52,12 +52,13 @@ class StackConfig:
     """Cross-fitting: out-of-fold forecasts of the history, which every combination learns from."""
 
     folds: int = 5  # K contiguous folds over train + val; each member is refitted without each fold
-    purge: int = 0  # rows left out on each side of a fold; 0: context_length + the longest horizon
+    purge: int = -1  # rows left out on each side of a fold's targets; -1: L + the longest H, less if a fold needs it
     core_folds: int = -1  # folds for the Time-LLM core; -1: auto (2 on CPU, stack.folds on a GPU)
     max_windows: int = 2048  # out-of-fold windows (evenly spread) the router and the static combiners learn from
     top_k_tolerance: float = 0.05  # top_k: members within this relative margin of the best out-of-fold MSE
     gate_ratio: float = 2.0  # set a member aside on a channel where its OOF MSE exceeds this x min(seasonal naive, mean)
     chunk_windows: int = 512  # test windows scored per chunk (bounds memory)
+    train_only: str = "classical"  # test scores of train-only fits: all | classical (the core costs minutes) | none
 
 
 @dataclass(frozen=True)
@@ -179,9 +180,14 @@ def _merge_into(base: dict[str, dict[str, Any]], layer: dict[str, Any], source: 
 
 
 def read_yaml(path: str | Path | Traversable) -> dict[str, Any]:
-    path = Path(path) if isinstance(path, str) else path
+    """A YAML config layer: a file path, or the name of a config shipped in hybrid/configs (e.g. weather-benchmark)."""
+    if isinstance(path, str):
+        shipped = CONFIG_DIR / f"{path}.yaml"
+        path = shipped if not Path(path).exists() and "/" not in path and shipped.is_file() else Path(path)
     if not path.is_file():
-        raise HybridInputError(f"config file not found: {path}; pass an existing YAML file to --config.")
+        shipped = sorted(p.name[:-5] for p in CONFIG_DIR.iterdir() if p.name.endswith(".yaml"))
+        raise HybridInputError(f"config file not found: {path}; pass an existing YAML file to --config, or the name "
+                               f"of a shipped config ({', '.join(shipped)}).")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:

@@ -136,8 +136,15 @@ class MemberFits:
             out[rows] = predict_many(self.folds[int(k)], context[rows], horizon, refs)
         return out
 
+    def release(self) -> None:
+        """Drop every fit but the production one (after its horizon is done), keeping its description."""
+        self.description_ = self.describe()
+        self.folds, self.selection, self.refit = [], self.production, self.production
+
     def describe(self) -> dict[str, Any]:
         """What the manifest keeps of the fits: choices and status per stage."""
+        if getattr(self, "description_", None) is not None:
+            return self.description_
         out: dict[str, Any] = {"seconds": self.seconds, "folds": len(self.folds)}
         for stage in ("selection", "refit", "production"):
             member = getattr(self, stage)
@@ -208,6 +215,18 @@ def fit_member_stages(
     spec = replace(spec, references=references if reads else None)
     seconds: dict[str, float] = {}
 
+    refit_on_trainval = cfg.task.refit == "train+val"
+    if hasattr(member, "fit_many"):  # one pass over the data for every stage (the linear family)
+        t0 = time.perf_counter()
+        say("every stage in one pass")
+        trains = [[data.segment("train")], *(plan.train_segments(k, data.scaled, L + H) for k in range(plan.n_folds)),
+                  [data.segment("trainval")], [data.segment("all")]]
+        selection, *rest = member.fit_many(trains, data.segment("val"), spec)
+        folds, refit, production = rest[: plan.n_folds], rest[plan.n_folds], rest[plan.n_folds + 1]
+        refit = refit if refit_on_trainval else selection
+        seconds["all stages"] = round(time.perf_counter() - t0, 3)
+        return MemberFits(name, plan, selection, folds, refit, production, seconds)
+
     t0 = time.perf_counter()
     say("selection")
     selection = member.fit([data.segment("train")], data.segment("val"), spec)
@@ -221,7 +240,7 @@ def fit_member_stages(
     seconds["folds"] = round(time.perf_counter() - t0, 3)
 
     t0 = time.perf_counter()
-    if cfg.task.refit == "train+val":
+    if refit_on_trainval:
         say("refit on train+val")
         refit = selection.frozen().fit([data.segment("trainval")], None, spec)
     else:

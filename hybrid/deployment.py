@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from hybrid.artifacts import plain
 from hybrid.config import Config
-from hybrid.intervals import Bands, check_levels, fit_bands
+from hybrid.intervals import Bands, check_levels, fit_bands, member_spread
 from hybrid.stacking import Gate, OOFWindows, stack_set
 from router.fitting import fit_router
 from router.models import ROUTER_MODES
@@ -155,21 +156,6 @@ def member_texts(members: dict[str, Any], context: np.ndarray, forecasts: dict[s
     return out
 
 
-def plain(value: Any) -> Any:
-    """A JSON-ready copy of ``value`` (numpy arrays and scalars to lists and numbers, the rest to strings)."""
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    return str(value)
-
-
 def deploy(cfg: Config, oof: OOFWindows, members: list[str], gate: Gate, periods: tuple[int, ...], horizon: int,
            context_length: int, steps: int, out_ch: list[int], channels: list[str], backtest_members: list[str]
            ) -> tuple[Deployment, dict[str, Any]]:
@@ -182,7 +168,15 @@ def deploy(cfg: Config, oof: OOFWindows, members: list[str], gate: Gate, periods
     mode = cfg.router.mode
     tol = cfg.stack.top_k_tolerance
     levels = check_levels(cfg.task.levels)
-    stack = np.stack([oof.forecasts[m] for m in members], axis=2)  # [n, Co, M, H]
+    forecasts = [oof.forecasts[m] for m in members]  # M arrays [n, Co, H]; never stacked (memory)
+
+    def mix(w: np.ndarray) -> np.ndarray:
+        """sum_m w[..., m] f_m -> [n, Co, H] float64."""
+        out = np.zeros(forecasts[0].shape)
+        for k, f in enumerate(forecasts):
+            out += w[..., k, None] * f
+        return out
+
     router: Router | None = None
     oof_scores: dict[str, Any] = {}
     fallback = reason = None
@@ -206,21 +200,22 @@ def deploy(cfg: Config, oof: OOFWindows, members: list[str], gate: Gate, periods
             if fallback:
                 c = router.check_[mode]
                 reason = (f"out of fold it scored MSE {c['oof_mse']:.4g} against {c['oof_mse_equal']:.4g} for equal "
-                          f"weights and {c['oof_mse_best_single']:.4g} for the best single member, and won "
-                          f"{c['folds_won']} of {c['folds']} folds")
+                          f"weights, {c['oof_mse_best_single']:.4g} for the best single member and "
+                          f"{c['oof_mse_fallback']:.4g} for {fallback}; it won {c['folds_won']} of {c['folds']} folds, "
+                          f"by {c['gain_t']:.2f} standard errors of its per-fold gain (needed: {c['min_t']:g})")
         else:
             used = mode
         for name, w in lofo.items():
             key = name if name in STATIC_MODES else f"router_{name}"
-            oof_scores[key] = _scores(np.einsum("ncm,ncmh->nch", w, stack), oof.target, channels)
-    weights = lofo[used]
-    combined = np.einsum("ncm,ncmh->nch", weights, stack)
+            oof_scores[key] = _scores(mix(w), oof.target, channels)
+    combined = mix(lofo[used])
     oof_scores[COMBINED] = _scores(combined, oof.target, channels)
     ctx_out = oof.context[:, out_ch]
     bands = member_bands = None
     if levels:
-        bands = fit_bands(combined, oof.target, ctx_out, stack, oof.folds, levels)
-        member_bands = {m: fit_bands(oof.forecasts[m], oof.target, ctx_out, stack, oof.folds, levels,
+        spread = member_spread(forecasts)
+        bands = fit_bands(combined, oof.target, ctx_out, spread, oof.folds, levels)
+        member_bands = {m: fit_bands(oof.forecasts[m], oof.target, ctx_out, spread, oof.folds, levels,
                                      bands.normaliser) for m in members}
     deployment = Deployment(
         horizon=horizon, members=list(members), mode=mode, used=used, fallback=fallback, fallback_reason=reason,
@@ -241,4 +236,4 @@ def _scores(forecast: np.ndarray, target: np.ndarray, channels: list[str]) -> di
             "per_channel": {c: {"mse": float(a), "mae": float(b)} for c, a, b in zip(channels, mse, mae, strict=True)}}
 
 
-__all__ = ["COMBINED", "Deployment", "deploy", "member_texts", "plain"]
+__all__ = ["COMBINED", "Deployment", "deploy", "member_texts"]

@@ -51,18 +51,31 @@ def check_levels(levels: tuple[float, ...] | list[float]) -> tuple[float, ...]:
     return tuple(sorted(levels))
 
 
-def spread_of(name: str, context: np.ndarray, forecasts: np.ndarray | None, horizon: int) -> np.ndarray:
-    """sigma of each window, channel and step: context [n, Co, L], forecasts [n, Co, M, H] -> [n, Co, H]."""
+def member_spread(forecasts: list[np.ndarray]) -> np.ndarray | None:
+    """Standard deviation across members of their forecasts, each [n, Co, H] -> [n, Co, H] (None for one member).
+
+    Streamed over the members (no [n, Co, M, H] stack is built).
+    """
+    if len(forecasts) < 2:
+        return None
+    mean = np.zeros(forecasts[0].shape)
+    sq = np.zeros(forecasts[0].shape)
+    for f in forecasts:
+        mean += f
+        sq += np.square(f, dtype=np.float64)
+    mean /= len(forecasts)
+    return np.sqrt(np.maximum(sq / len(forecasts) - mean**2, 0.0))
+
+
+def spread_of(name: str, context: np.ndarray, spread: np.ndarray | None, horizon: int) -> np.ndarray:
+    """sigma of each window, channel and step: context [n, Co, L], members' spread [n, Co, H] -> [n, Co, H]."""
     n, co = context.shape[:2]
     if name == "none":
         return np.ones((n, co, horizon))
     std = np.maximum(context.astype(np.float64).std(axis=-1), FLOOR)[..., None]  # [n, Co, 1]
     if name == "window_std":
         return np.broadcast_to(std, (n, co, horizon)).copy()
-    if forecasts is None or forecasts.shape[2] < 2:
-        members = np.zeros((n, co, horizon))
-    else:
-        members = forecasts.astype(np.float64).std(axis=2)
+    members = np.zeros((n, co, horizon)) if spread is None else spread[..., :horizon]
     if name == "spread":
         return np.maximum(members, FLOOR) + 0.1 * std  # a floor tied to the window's scale
     if name == "std_spread":
@@ -71,10 +84,14 @@ def spread_of(name: str, context: np.ndarray, forecasts: np.ndarray | None, hori
 
 
 def conformal_quantile(scores: np.ndarray, level: float) -> np.ndarray:
-    """The finite-sample corrected ``level`` % quantile over axis 0 of ``scores`` [n, ...] -> [...]."""
+    """The finite-sample corrected ``level`` % quantile over axis 0 of ``scores`` [n, ...] -> [...].
+
+    The k-th smallest score, k = ceil((n + 1) level / 100) (capped at n): a
+    new exchangeable score falls at or below it with probability >= level.
+    """
     n = scores.shape[0]
-    q = min(1.0, np.ceil((n + 1) * level / 100.0) / n)
-    return np.quantile(scores, q, axis=0, method="higher")
+    k = int(min(n, np.ceil((n + 1) * level / 100.0)))
+    return np.partition(scores, k - 1, axis=0)[k - 1].copy()  # a copy: a view would keep the whole array alive
 
 
 def interval_score(y: np.ndarray, lo: np.ndarray, hi: np.ndarray, level: float) -> np.ndarray:
@@ -140,7 +157,7 @@ def fit_bands(forecast: np.ndarray, target: np.ndarray, context: np.ndarray, mem
         forecast: out-of-fold forecasts [n, Co, H] (the combination's, or a member's).
         target: [n, Co, H].
         context: the windows' contexts [n, Co, L] (output channels).
-        members: every member's OOF forecasts [n, Co, M, H] (their disagreement), or None.
+        members: the members' disagreement about each window [n, Co, H] (:func:`member_spread`), or None.
         folds: fold of each window [n].
         levels: nominal levels in percent.
         normaliser: fixed spread; None chooses it leave-one-fold-out (lowest mean interval score).
@@ -149,16 +166,17 @@ def fit_bands(forecast: np.ndarray, target: np.ndarray, context: np.ndarray, mem
         The fitted :class:`Bands`.
     """
     H = target.shape[-1]
-    err = np.abs(forecast.astype(np.float64) - target)
+    err = np.abs(forecast - target).astype(np.float32)  # float32 throughout: [n, Co, H] arrays are large
+    forecast, target = forecast.astype(np.float32, copy=False), target.astype(np.float32, copy=False)
     candidates = (normaliser,) if normaliser else NORMALISERS
     best: tuple[float, str, dict[float, dict[str, float]]] | None = None
     for name in candidates:
-        sigma = spread_of(name, context, members, H)
+        sigma = spread_of(name, context, members, H).astype(np.float32)
         oof = _lofo(err, sigma, forecast, target, folds, levels) if len(np.unique(folds)) > 1 else {}
         score = float(np.mean([v["interval_score"] for v in oof.values()])) if oof else 0.0
         if best is None or score < best[0]:
             best = (score, name, oof)
     assert best is not None
     _, name, oof = best
-    sigma = spread_of(name, context, members, H)
-    return Bands(levels, name, _fit(err / sigma, levels), oof)
+    sigma = spread_of(name, context, members, H).astype(np.float32)
+    return Bands(levels, name, {lv: q.astype(np.float64) for lv, q in _fit(err / sigma, levels).items()}, oof)

@@ -36,7 +36,8 @@ def _nlinear(cfg: Config, period: int | None) -> Forecaster:
 def _dlinear(cfg: Config, period: int | None) -> Forecaster:
     if cfg.linear.moving_avg < 3 or cfg.linear.moving_avg % 2 == 0:
         raise HybridInputError(f"linear.moving_avg must be an odd integer >= 3; got {cfg.linear.moving_avg}.")
-    return RidgeLinear(normalization="none", alphas=cfg.linear.alphas, decomposition=cfg.linear.moving_avg)
+    return RidgeLinear(normalization=cfg.linear.dlinear_normalization, alphas=cfg.linear.alphas,
+                       decomposition=cfg.linear.moving_avg)
 
 
 def _drift(cfg: Config, period: int | None) -> Forecaster:

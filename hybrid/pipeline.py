@@ -40,12 +40,13 @@ from hybrid.crossfit import (
 )
 from hybrid.deployment import Deployment, deploy
 from hybrid.evaluation import Scoreboard
-from hybrid.intervals import check_levels, spread_of
+from hybrid.intervals import check_levels, member_spread, spread_of
 from hybrid.members import REGISTRY, make_member, parse_member, uses_references
 from hybrid.records import HorizonResult, build_manifest
 from hybrid.stacking import OOFWindows, baseline_mse, sanity_gate
 from kernel.contract import TaskSpec
-from kernel.data import load_series, resolve_split_kind
+from kernel.data import future_timestamps, load_series, resolve_split_kind
+from kernel.distributed import is_main_process
 from kernel.errors import HybridInputError
 from kernel.periods import detect_periods
 from kernel.protocol import FoldPlan, Scaler, make_fold_plan, make_split, windows
@@ -110,6 +111,8 @@ def check_config(cfg: Config) -> tuple[int, ...]:
         raise HybridInputError(f"task.refit must be train or train+val; got {cfg.task.refit!r}.")
     if cfg.stack.max_windows < 0 or cfg.stack.gate_ratio <= 1.0 or cfg.stack.chunk_windows < 1:
         raise HybridInputError("stack.max_windows must be >= 0, stack.gate_ratio > 1 and stack.chunk_windows >= 1.")
+    if cfg.stack.train_only not in ("all", "classical", "none"):
+        raise HybridInputError(f"stack.train_only must be all, classical or none; got {cfg.stack.train_only!r}.")
     if cfg.runtime.n_jobs == 0:
         raise HybridInputError("runtime.n_jobs must be a positive number of workers or negative (-1: all cores); got 0.")
     check_levels(cfg.task.levels)
@@ -273,22 +276,29 @@ class HorizonFitter:
         test_scores, train_only = self.score_test(deployment, channels)
         seconds["test"] = round(time.perf_counter() - t0, 3)
         seconds["total"] = round(time.perf_counter() - t_start, 3)
+        oof_scores = {n: oof.scores(n, channels) for n in ok}
+        for name in ok:  # only production fits are saved; horizon-agnostic fits serve the next horizons first
+            if self.cache.get(name) is not self.fits[name]:
+                self.fits[name].release()
+        n_oof = len(oof.starts)
+        del oof, ctx, tgt, bt_ctx  # the out-of-fold forecasts are not kept past this horizon
         return HorizonResult(
-            horizon=H, members={n: self.fits[n] for n in ok}, failed=dict(self.failed), oof=oof,
+            horizon=H, members={n: self.fits[n] for n in ok}, failed=dict(self.failed), oof=oof_scores,
+            oof_windows=n_oof,
             oof_combined=oof_combined, gate=gate, deployment=deployment, test=test_scores,
             test_train_only=train_only, seconds=seconds, channels=channels,
         )
 
     # ------------------------------------------------------------------ test
-    def _stage_forecasts(self, stage: str, context: np.ndarray) -> dict[str, np.ndarray]:
+    def _stage_forecasts(self, stage: str, context: np.ndarray, with_core: bool = True) -> dict[str, np.ndarray]:
         """Every member's ``stage`` forecasts [n, C, H] of ``context``; the core gets its references' own."""
         H = self.horizon
         out: dict[str, np.ndarray] = {}
         for name, fits in self.fits.items():
-            if not fits.reads_references:
+            if not fits.reads_references and not uses_references(fits.selection):
                 out[name] = predict_many(getattr(fits, stage), context, H)
         for name, fits in self.fits.items():
-            if fits.reads_references or uses_references(fits.selection):
+            if with_core and (fits.reads_references or uses_references(fits.selection)):
                 refs = (np.stack([out[r] for r in fits.reference_names], axis=2) if fits.reference_names else None)
                 out[name] = predict_many(getattr(fits, stage), context, H, refs)
         return out
@@ -312,14 +322,14 @@ class HorizonFitter:
             for name, f in combos.items():
                 board.add(name, f, tgt)
             sigma = spread_of(deployment.bands.normaliser, ctx[:, out],
-                              np.stack([fc_out[m] for m in deployment.members], axis=2), H) if deployment.bands else None
+                              member_spread([fc_out[m] for m in deployment.members]), H) if deployment.bands else None
             if deployment.bands is not None and sigma is not None:
                 board.add_bands(COMBINED, tgt, {lv: deployment.bands.band(combos[COMBINED], sigma, lv)
                                                 for lv in deployment.bands.levels})
                 for n, b in deployment.member_bands.items():
                     board.add_bands(n, tgt, {lv: b.band(fc_out[n], sigma, lv) for lv in b.levels})
-            if cfg.task.refit != "train":
-                train_fc = self._stage_forecasts("selection", ctx)
+            if cfg.task.refit != "train" and cfg.stack.train_only != "none":
+                train_fc = self._stage_forecasts("selection", ctx, with_core=cfg.stack.train_only == "all")
                 for n, f in train_fc.items():
                     board_train.add(n, f[:, out], tgt)
         scores = {n: board.scores(n) for n in board.tallies}
@@ -348,9 +358,11 @@ def fit_run(cfg: Config, data: str | None, run_dir: str | Path | None = None, ov
     np.random.seed(cfg.task.seed)
     L, H_max = cfg.task.context_length, max(horizons)
     run = prepare_data(cfg, data, H_max)
-    plan = make_fold_plan(run.history_end, L, H_max, cfg.stack.folds, cfg.stack.purge or None)
-    core_plan = make_fold_plan(run.history_end, L, H_max, core_folds(cfg), cfg.stack.purge or None)
+    purge = None if cfg.stack.purge < 0 else cfg.stack.purge
+    plan = make_fold_plan(run.history_end, L, H_max, cfg.stack.folds, purge)
     names = expand_period_experts(cfg.task.members, cfg.task.period_experts, run.periods.dominant, L)
+    has_core = any(uses_references(make_member(n, cfg)) for n in names)
+    core_plan = make_fold_plan(run.history_end, L, H_max, core_folds(cfg), purge) if has_core else plan
     cache: dict[str, MemberFits] = {}
     results: dict[int, HorizonResult] = {}
     bar = tqdm(total=len(horizons) * len(names), desc="fit", unit="member", disable=not cfg.runtime.progress)
@@ -359,7 +371,11 @@ def fit_run(cfg: Config, data: str | None, run_dir: str | Path | None = None, ov
         fitter.cache_horizon = H_max
         results[H] = fitter.run()
     bar.close()
+    for fits in cache.values():
+        fits.release()
     manifest = build_manifest(cfg, run, horizons, plan, core_plan, results)
+    if not is_main_process():  # torchrun: every rank fits (the core trains data-parallel), rank 0 alone writes the run
+        return FitResult(Path(), manifest)
     with artifacts.staged_run_dir(run_dir, run.series.name, overwrite=overwrite) as (stage, final):
         stored: dict[str, dict[str, str]] = {}
         for H, result in results.items():
@@ -501,8 +517,8 @@ def forecast_run(run_dir: Path, horizon: int | None = None, data: str | None = N
     combined = deployment.combine(fc_out, W)  # [1, Co, H]
     bands: dict[float, tuple[np.ndarray, np.ndarray]] = {}
     if deployment.bands is not None:
-        stack = np.stack([fc_out[m] for m in deployment.members], axis=2)
-        sigma = spread_of(deployment.bands.normaliser, context[:, out_idx], stack, fitted_h)
+        sigma = spread_of(deployment.bands.normaliser, context[:, out_idx],
+                          member_spread([fc_out[m] for m in deployment.members]), fitted_h)
         bands = {lv: deployment.bands.band(combined, sigma, lv) for lv in deployment.bands.levels}
     sub = Scaler(scaler.mean[out_idx], scaler.scale[out_idx])
 
@@ -510,7 +526,7 @@ def forecast_run(run_dir: Path, horizon: int | None = None, data: str | None = N
         """[1, Co, H] scaled -> [Co, horizon] original units."""
         return sub.inverse(f[0, :, :horizon].T.astype(np.float64)).T
 
-    future = pd.date_range(stamps[-1], periods=horizon + 1, freq=freq)[1:]
+    future = future_timestamps(stamps[-1], horizon, freq)
     cols = manifest["output_columns"]
     comb = to_original(combined)
     frame: dict[str, Any] = {"timestamp": future}

@@ -10,10 +10,11 @@ from typing import Any
 
 import numpy as np
 
+from hybrid.artifacts import plain
 from hybrid.config import Config
 from hybrid.crossfit import MemberFits, RunData
-from hybrid.deployment import COMBINED, Deployment, plain
-from hybrid.stacking import Gate, OOFWindows
+from hybrid.deployment import COMBINED, Deployment
+from hybrid.stacking import Gate
 from kernel.protocol import FoldPlan
 
 FORMAT = 2
@@ -28,7 +29,8 @@ class HorizonResult:
         horizon: H.
         members: name -> its fits at every stage (members that failed are absent).
         failed: name -> why it failed.
-        oof: the out-of-fold windows and every member's forecasts of them.
+        oof: member -> its out-of-fold scores (pooled, by fold, per channel).
+        oof_windows: how many historical windows the out-of-fold scores cover.
         oof_combined: combination name -> leave-one-fold-out scores (MSE, MAE, per channel).
         gate: the sanity gate.
         deployment: what ``hybrid`` is.
@@ -42,7 +44,8 @@ class HorizonResult:
     horizon: int
     members: dict[str, MemberFits]
     failed: dict[str, str]
-    oof: OOFWindows
+    oof: dict[str, dict[str, Any]]
+    oof_windows: int
     oof_combined: dict[str, dict[str, Any]]
     gate: Gate
     deployment: Deployment
@@ -55,15 +58,8 @@ class HorizonResult:
         """name -> {"oof": ..., "test": ..., "test_train_only": ...} for the manifest and ``hybrid evaluate``."""
         out: dict[str, dict[str, Any]] = {}
         for name in self.members:
-            mse_c, mae_c = self.oof.mse(name), self.oof.mae(name)
-            out[name] = {
-                "oof": {"mse": float(mse_c.mean()), "mae": float(mae_c.mean()),
-                        "by_fold": self.oof.mse_by_fold(name),
-                        "per_channel": {c: {"mse": float(a), "mae": float(b)}
-                                        for c, a, b in zip(self.channels, mse_c, mae_c, strict=True)}},
-                "test": self.test.get(name),
-                "test_train_only": self.test_train_only.get(name),
-            }
+            out[name] = {"oof": self.oof[name], "test": self.test.get(name),
+                         "test_train_only": self.test_train_only.get(name)}
         for name, score in self.oof_combined.items():
             if name in self.test:
                 out[name] = {"oof": score, "test": self.test[name]}
@@ -100,7 +96,7 @@ def horizon_entry(result: HorizonResult) -> dict[str, Any]:
         "metrics": result.metrics(),
         "members": {n: f.describe() for n, f in result.members.items()},
         "failed": result.failed,
-        "oof_windows": int(len(result.oof.starts)),
+        "oof_windows": result.oof_windows,
         "combiner": {
             "mode": dep.mode, "used": dep.used, "fallback": dep.fallback, "fallback_reason": dep.fallback_reason,
             "members": dep.members, "static": _weights(dep.static, dep.members, result.channels),

@@ -60,6 +60,13 @@ class OOFWindows:
         err = ((self.forecasts[name].astype(np.float64) - self.target) ** 2).mean(axis=(1, 2))
         return {str(int(f)): float(err[self.folds == f].mean()) for f in np.unique(self.folds)}
 
+    def scores(self, name: str, channels: list[str]) -> dict[str, Any]:
+        """A member's out-of-fold MSE and MAE, pooled, by fold and per output channel (for the manifest)."""
+        mse_c, mae_c = self.mse(name), self.mae(name)
+        return {"mse": float(mse_c.mean()), "mae": float(mae_c.mean()), "by_fold": self.mse_by_fold(name),
+                "per_channel": {c: {"mse": float(a), "mae": float(b)} for c, a, b in zip(channels, mse_c, mae_c,
+                                                                                        strict=True)}}
+
 
 @dataclass
 class Gate:

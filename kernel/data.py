@@ -35,7 +35,7 @@ class DataConfig:
     features: str = "M"  # M: all in, all out; S: target only; MS: all in, target out
     missing: str = "error"  # NaN, inf, sentinels: error | interpolate | ffill | drop
     sentinels: tuple[float, ...] = (-9999.0, -99999.0)  # values that mean "missing"
-    duplicates: str = "error"  # duplicate timestamps: error | first | mean
+    duplicates: str = "error"  # duplicate timestamps: error | first | mean | keep (rows as they are; needs gaps: allow)
     gaps: str = "error"  # irregular spacing: error | interpolate | allow
     freq: str = "auto"  # pandas alias, or auto (inferred from the timestamps)
     split: str = "auto"  # auto (ett for ETT* files, else ratio) | ett | ratio
@@ -86,7 +86,12 @@ class Series:
 
     def future_timestamps(self, horizon: int) -> pd.DatetimeIndex:
         """The ``horizon`` timestamps after the last one, at the series' frequency."""
-        return pd.date_range(self.timestamps[-1], periods=horizon + 1, freq=self.freq)[1:]
+        return future_timestamps(self.timestamps[-1], horizon, self.freq)
+
+
+def future_timestamps(last: pd.Timestamp, horizon: int, freq: str) -> pd.DatetimeIndex:
+    """The ``horizon`` timestamps after ``last``, ``freq`` apart (pandas alias): what a forecast is stamped with."""
+    return pd.date_range(last, periods=horizon + 1, freq=freq)[1:]
 
 
 def dataset_name(source: str | None) -> str:
@@ -252,7 +257,7 @@ def _regularise(values: pd.DataFrame, cfg: DataConfig, source: str) -> tuple[pd.
     else:
         with warnings.catch_warnings():  # pandas 3 warns that infer_freq will return an offset
             warnings.simplefilter("ignore")
-            freq = pd.infer_freq(index) if len(index) >= 3 else None
+            freq = pd.infer_freq(index) if len(index) >= 3 and index.is_unique else None
         if freq is None:
             step = pd.Series(index).diff().dropna().median()
             offset = pd.tseries.frequencies.to_offset(step)
@@ -324,10 +329,17 @@ def load_series(source: str | None, cfg: DataConfig) -> Series:
             first = data.index[np.flatnonzero(dup)[0]]
             raise HybridInputError(
                 f"duplicate timestamps in {source} ({int(data.index.duplicated().sum())} repeated, first "
-                f"{first}); set data.duplicates: first or mean, or remove them."
+                f"{first}); set data.duplicates: first, mean or keep (keep needs data.gaps: allow), or remove them."
             )
+        if cfg.duplicates not in ("first", "mean", "keep"):
+            raise HybridInputError(f"data.duplicates must be error, first, mean or keep; got {cfg.duplicates!r}.")
+        if cfg.duplicates == "keep" and cfg.gaps != "allow":
+            raise HybridInputError("data.duplicates: keep treats rows as consecutive steps; it needs data.gaps: allow.")
         logger.warning("%s: duplicate timestamps resolved by data.duplicates=%s", source, cfg.duplicates)
-        data = data.groupby(level=0).first() if cfg.duplicates == "first" else data.groupby(level=0).mean()
+        if cfg.duplicates == "first":
+            data = data.groupby(level=0).first()
+        elif cfg.duplicates == "mean":
+            data = data.groupby(level=0).mean()
 
     data = _handle_missing(data, cfg, source)
     data, freq = _regularise(data, cfg, source)

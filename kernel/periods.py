@@ -57,13 +57,33 @@ def _prepare(x: np.ndarray) -> np.ndarray:
     return np.where(flat, 0.0, x / np.where(std > 0, std, 1.0))
 
 
-def _acf(x: np.ndarray, max_lag: int) -> np.ndarray:
-    """Autocorrelation of each column of x [T, C] for lags 0..max_lag -> [max_lag+1, C]."""
-    n = x.shape[0]
-    size = 1 << int(np.ceil(np.log2(2 * n)))
-    f = np.fft.rfft(x, n=size, axis=0)
-    acov = np.fft.irfft(f * np.conj(f), n=size, axis=0)[: max_lag + 1]
-    return acov / np.where(acov[0] > 0, acov[0], 1.0)
+def autocorrelation(x: np.ndarray, max_lag: int, axis: int = -1, eps: float = 0.0) -> np.ndarray:
+    """Sample autocorrelation along ``axis`` for lags 0..max_lag, via the FFT.
+
+    The series is zero-padded to at least twice its length, so this is the
+    linear autocorrelation ``sum_t x[t] x[t + k] / (sum_t x[t]^2 + eps)``, not
+    the circular one. ``x`` is not centred here: centre (or detrend) it first.
+
+    Args:
+        x: values with the time steps along ``axis`` (e.g. [T, C] with axis 0,
+            or windows [N, C, L] with axis -1).
+        max_lag: the largest lag returned (lags beyond the length are 0).
+        axis: the time axis.
+        eps: added to the lag-0 sum before dividing (0: a series of zeros
+            gives 0 at every lag).
+
+    Returns:
+        float64 array shaped like ``x`` with ``axis`` replaced by the
+        ``max_lag + 1`` lags; 1 at lag 0 for a non-zero series (with eps 0).
+    """
+    x = np.moveaxis(np.asarray(x, dtype=np.float64), axis, -1)
+    n = x.shape[-1]
+    size = 1 << int(np.ceil(np.log2(max(2 * n, max_lag + 1, 2))))
+    f = np.fft.rfft(x, n=size, axis=-1)
+    acov = np.fft.irfft(f * np.conj(f), n=size, axis=-1)[..., : max_lag + 1]
+    acov[..., n:] = 0.0  # lags past the length correlate nothing (the padding leaves rounding noise there)
+    denom = acov[..., :1] + eps
+    return np.moveaxis(acov / np.where(denom > 0, denom, 1.0), -1, axis)
 
 
 def _rank(amplitude: np.ndarray, acf: np.ndarray, n: int, k: int, max_period: int) -> list[tuple[int, float, float]]:
@@ -110,7 +130,7 @@ def detect_periods(train: np.ndarray, k: int = 3, max_period: int | None = None)
         return Periods((), tuple(() for _ in range(c)), ())
     x = _prepare(train)
     amplitude = np.abs(np.fft.rfft(x, axis=0))  # [F, C]
-    acf = _acf(x, max_period + 1)  # [max_period + 2, C]
+    acf = autocorrelation(x, max_period + 1, axis=0)  # [max_period + 2, C]
     per_channel = tuple(
         tuple(p for p, _, _ in _rank(amplitude[:, j], acf[:, j], n, k, max_period)) for j in range(c)
     )

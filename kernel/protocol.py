@@ -265,10 +265,10 @@ class FoldPlan:
     [s+L, s+L+H), every row before ``history_end``) belongs to the fold whose
     block of rows holds its first target row. The members that forecast a
     fold's windows are fitted on the history without the rows
-    ``[border_k - purge, border_k+1 + purge)``: the fold's rows, every target
-    row of its windows (``purge`` is at least the longest horizon) and a gap
-    of ``purge`` rows on each side, so that no training window holds a row
-    of, or right next to, a target it will be scored on. Folds are blocked
+    ``[border_k - purge, border_k+1 + H_max - 1 + purge)``: the fold's rows,
+    every target row of its windows and a gap of ``purge`` rows on each side
+    of them, so that no training window holds a row of, or right next to, a
+    target it will be scored on. Folds are blocked
     (the training data lies on both sides of the hole), not forward-chaining:
     every fold, early ones included, gets members fitted on most of the
     history, as the final refit will be.
@@ -277,15 +277,17 @@ class FoldPlan:
         context_length: L.
         history_end: rows [0, history_end) are the history (the test part's
             own rows come after it).
-        purge: rows left out on each side of a fold (default L + the longest H).
+        purge: rows left out on each side of a fold's targets (default L + the longest H).
         borders: K + 1 row borders; fold k holds first target rows
             [borders[k], borders[k + 1]).
+        max_horizon: the longest horizon (a fold's targets reach H_max - 1 rows past its block).
     """
 
     context_length: int
     history_end: int
     purge: int
     borders: tuple[int, ...]
+    max_horizon: int = 1
 
     @property
     def n_folds(self) -> int:
@@ -302,7 +304,8 @@ class FoldPlan:
 
     def excluded(self, fold: int) -> tuple[int, int]:
         """Rows [lo, hi) left out of fold ``fold``'s training data."""
-        return max(0, self.borders[fold] - self.purge), min(self.history_end, self.borders[fold + 1] + self.purge)
+        hi = self.borders[fold + 1] + self.max_horizon - 1 + self.purge
+        return max(0, self.borders[fold] - self.purge), min(self.history_end, hi)
 
     def train_segments(self, fold: int, values: np.ndarray, min_rows: int) -> list[Segment]:
         """Fold ``fold``'s training data: the history without the excluded rows, as segments of >= ``min_rows`` rows."""
@@ -319,7 +322,8 @@ class FoldPlan:
 
     def to_dict(self) -> dict[str, object]:
         return {"folds": self.n_folds, "borders": list(self.borders), "purge": self.purge,
-                "history_end": self.history_end, "scheme": "blocked folds with a purge gap on each side"}
+                "history_end": self.history_end, "max_horizon": self.max_horizon,
+                "scheme": "blocked folds; the fold's rows, its windows' targets and a purge gap on each side are left out"}
 
 
 def make_fold_plan(history_end: int, context_length: int, max_horizon: int, n_folds: int,
@@ -329,32 +333,33 @@ def make_fold_plan(history_end: int, context_length: int, max_horizon: int, n_fo
     Args:
         history_end: rows before the test part (train + validation).
         context_length: L.
-        max_horizon: the longest horizon fitted (sets the default purge, L + H).
+        max_horizon: the longest horizon fitted.
         n_folds: K >= 2.
-        purge: rows left out on each side of a fold; None: L + max_horizon.
+        purge: rows left out on each side of a fold's targets; None: L + max_horizon, lowered (to no
+            less than 0: the fold's own rows and targets are always left out) until every fold keeps a
+            training window, as short series need.
 
     Raises:
-        HybridInputError: when K < 2 or some fold has no training window left;
-            the message says what to change.
+        HybridInputError: when K < 2 or some fold has no training window left even without a purge
+            gap (or with the purge given); the message says what to change.
     """
     L, H = context_length, max_horizon
     if n_folds < 2:
         raise HybridInputError(f"stack.folds must be at least 2; got {n_folds}.")
-    purge = L + H if purge is None else int(purge)
-    if purge < H:
-        raise HybridInputError(f"stack.purge must be at least the longest horizon ({H}); got {purge}.")
+    if purge is not None and purge < 0:
+        raise HybridInputError(f"stack.purge must be >= 0; got {purge}.")
     span = history_end - L
     borders = tuple(int(L + round(k * span / n_folds)) for k in range(n_folds + 1))
-    plan = FoldPlan(L, history_end, purge, borders)
-    for k in range(n_folds):
-        lo, hi = plan.excluded(k)
-        if max(lo, history_end - hi) < L + H:
-            raise HybridInputError(
-                f"cross-fitting: fold {k + 1} of {n_folds} leaves no training window (history of {history_end} rows, "
-                f"context_length {L} + horizon {H}, {purge} rows purged on each side); use fewer folds "
-                "(stack.folds), a smaller stack.purge, or a shorter context_length / horizon."
-            )
-    return plan
+    candidates = [int(purge)] if purge is not None else list(range(L + H, -1, -max(1, (L + H) // 8))) + [0]
+    for gap in candidates:
+        plan = FoldPlan(L, history_end, gap, borders, H)
+        if all(max(lo, history_end - hi) >= L + H for lo, hi in (plan.excluded(k) for k in range(n_folds))):
+            return plan
+    raise HybridInputError(
+        f"cross-fitting: with {n_folds} folds some fold leaves no training window (history of {history_end} rows, "
+        f"context_length {L} + horizon {H}, purge {candidates[-1]}); use fewer folds (stack.folds, "
+        "stack.core_folds), a smaller stack.purge, or a shorter context_length / horizon."
+    )
 
 
 class WindowSet:

@@ -36,6 +36,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from kernel.contract import Segment, TaskSpec, as_segments, check_context, not_fitted
+from kernel.distributed import local_rank, local_world_size, world_size
 from kernel.errors import HybridInputError
 from kernel.protocol import WindowSet
 from llm_core.backbone import load_backbone, word_token_ids
@@ -102,7 +103,9 @@ class TimeLLM:
             raise HybridInputError(f"core.device must be auto, cpu or cuda; got {want!r}.")
         if want == "cuda" and not torch.cuda.is_available():
             raise HybridInputError("core.device is cuda but no CUDA device is available; use auto or cpu.")
-        return torch.device("cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available()) else "cpu")
+        if want == "cuda" or (want == "auto" and torch.cuda.is_available()):
+            return torch.device("cuda", local_rank()) if world_size() > 1 else torch.device("cuda")  # torchrun: GPU per rank
+        return torch.device("cpu")
 
     def autocast(self) -> AbstractContextManager:
         """bf16 autocast on CUDA (and on CPU with ``core.cpu_bf16``), else nothing."""
@@ -114,7 +117,8 @@ class TimeLLM:
 
     def _threads(self) -> None:
         if self.device_.type == "cpu":
-            torch.set_num_threads(self.config.num_threads or os.cpu_count() or 1)
+            # torchrun: the processes on this machine share its cores
+            torch.set_num_threads(self.config.num_threads or max(1, (os.cpu_count() or 1) // local_world_size()))
 
     def _resolve_patch(self, periods: tuple[int, ...], context_length: int) -> tuple[int, int]:
         cfg = self.config
@@ -217,6 +221,25 @@ class TimeLLM:
         Returns:
             self, fitted.
         """
+        return self._fit(train, val, spec, self.fixed_epochs)
+
+    def build(self, train: np.ndarray | Sequence[Segment], spec: TaskSpec) -> Self:
+        """Set the core up for ``train`` and ``spec`` exactly as :meth:`fit` does, and train no epoch.
+
+        The backbone is loaded, the patch, prompt and reference settings are
+        chosen and the network holds the weights training would start from
+        (with reference skip: the least-squares mix of the references, head
+        at zero). The member can :meth:`predict` with them. For benchmarks
+        and inspection (``benchmarks/core_speed.py`` times steps of it).
+
+        Returns:
+            self, built (``best_epoch_`` 0, empty ``history_``).
+        """
+        return self._fit(train, None, spec, stop_after=0)
+
+    def _fit(self, train: np.ndarray | Sequence[Segment], val: np.ndarray | Segment | None, spec: TaskSpec,
+             stop_after: int | None) -> Self:
+        """:meth:`fit` with ``stop_after`` epochs and no validation (None: up to ``core.epochs``, early-stopped)."""
         cfg = self.config
         start = time.perf_counter()
         self.device_ = self._device()
@@ -241,12 +264,12 @@ class TimeLLM:
         per_epoch = len(pool) if per_epoch == 0 else min(per_epoch, len(pool))
 
         val_set = None
-        if self.fixed_epochs is None and val is not None:
+        if stop_after is None and val is not None:
             val_seg = val if isinstance(val, Segment) else Segment(np.asarray(val, dtype=np.float32))
             val_set = WindowSet([val_seg], L, H)
             if len(val_set) == 0:
                 val_set = None
-        if self.fixed_epochs is None and val_set is None:
+        if stop_after is None and val_set is None:
             log.warning("timellm: no validation windows; training all %d epochs without early stopping.", cfg.epochs)
         vpool = None
         if val_set is not None:
@@ -281,7 +304,7 @@ class TimeLLM:
         start_val = self._start_mix(train_samples, pool, val_samples, val_set, vpool, rng)
         self.setup_seconds_ = round(time.perf_counter() - t0, 3)
         result = self.trainer_.fit(train_samples, pool, per_epoch, rng, val_samples, vpool,
-                                   stop_after=self.fixed_epochs, start_val=start_val)
+                                   stop_after=stop_after, start_val=start_val)
         self.history_, self.best_epoch_ = result.history, result.best_epoch
         self.fit_seconds_ = time.perf_counter() - start
         return self

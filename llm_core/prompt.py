@@ -20,6 +20,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from kernel.periods import autocorrelation
+
 _FFT_CHUNK = 4096  # windows per FFT call (bounds the temporary memory)
 
 
@@ -33,9 +35,8 @@ def window_statistics(x: np.ndarray, top_k: int) -> dict[str, np.ndarray]:
     Returns:
         ``min``, ``max``, ``median`` [M]; ``trend`` [M] (+1 upward, -1
         downward: sign of the least-squares slope); ``lags`` [M, top_k] int,
-        the lags 1..L//2 with the highest autocorrelation (computed with the
-        FFT, zero-padded to 2L so it is the linear, not circular, one),
-        strongest first. Local maxima of the autocorrelation rank before
+        the lags 1..L//2 with the highest autocorrelation (the linear one,
+        :func:`kernel.periods.autocorrelation`), strongest first. Local maxima of the autocorrelation rank before
         other lags, so a smooth series names its periods (24, 48, ...), not
         the trivially correlated lags 1, 2, 3.
     """
@@ -49,9 +50,7 @@ def window_statistics(x: np.ndarray, top_k: int) -> dict[str, np.ndarray]:
     lags = np.zeros((m, k), dtype=np.int64)
     if k > 0:
         for i in range(0, m, _FFT_CHUNK):
-            spec = np.fft.rfft(centred[i : i + _FFT_CHUNK], n=2 * length, axis=1)
-            full = np.fft.irfft(spec * np.conj(spec), n=2 * length, axis=1)[:, : max_lag + 2]
-            full = full / np.maximum(full[:, :1], 1e-12)  # autocorrelation, 1 at lag 0
+            full = autocorrelation(centred[i : i + _FFT_CHUNK], max_lag + 1, axis=1)  # [m, max_lag + 2], 1 at lag 0
             acf = full[:, 1 : max_lag + 1]
             peak = (acf > full[:, :max_lag]) & (acf >= full[:, 2 : max_lag + 2])
             acf = np.where(peak, acf, acf - 10.0)  # peaks first
@@ -211,6 +210,8 @@ class PromptEncoder:
 
     def dynamic_ids(self, x: np.ndarray, refs: np.ndarray | None = None) -> list[list[int]]:
         """Token ids of the per-window text (task, statistics, classical forecasts) of each row of x [M, L]."""
+        if len(x) == 0:  # no window (the fast tokenizers fail on an empty batch)
+            return []
         return self.tokenizer(self.texts(x, refs), add_special_tokens=False)["input_ids"]  # type: ignore[operator]
 
     def measure(self, x: np.ndarray, refs: np.ndarray | None = None) -> int:

@@ -8,6 +8,12 @@ epoch on validation samples and keeps the best state (epoch 0, the untrained
 start, is a candidate when the network starts from a reference mix). With
 ``stop_after`` it trains exactly that many epochs of the same schedule and
 scores nothing (a refit with the epoch count chosen earlier).
+
+Under torchrun (several processes) training is data-parallel
+(:mod:`llm_core.ddp`): each rank takes its shard of every epoch's samples,
+gradients are averaged over the ranks, validation losses summed, so every
+rank keeps the same state. ``core.batch_size`` is the batch of one step over
+all the ranks.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from kernel.errors import HybridInputError
+from llm_core import ddp
 from llm_core.config import CoreConfig
 from llm_core.layers import TimeLLMNet
 from llm_core.prompt import PromptCache, SampleCache
@@ -114,6 +121,18 @@ class Trainer:
         x, y, ids, mask, refs = samples.batch(index)
         return float(np.mean((self.forward(x, ids, mask, refs) - y) ** 2))
 
+    def _val_loss(self, samples: Samples, index: np.ndarray, rank: int, world: int) -> float:
+        """:meth:`score` of ``index``; with several ranks each scores its share and the squared errors are summed."""
+        if world == 1:
+            return self.score(samples, index)
+        mine = index[rank::world]
+        sse = 0.0
+        if len(mine):
+            x, y, ids, mask, refs = samples.batch(mine)
+            sse = float(np.sum((self.forward(x, ids, mask, refs).astype(np.float64) - y) ** 2))
+        total, count = ddp.all_sum([sse, float(len(mine) * self.net.horizon)], self.device)
+        return total / count
+
     # ------------------------------------------------------------------ training
     def _optimiser(self, steps_per_epoch: int) -> tuple[torch.optim.Optimizer, object, list[torch.nn.Parameter]]:
         cfg = self.config
@@ -157,23 +176,29 @@ class Trainer:
         if epochs < 1:
             net.eval()
             return result
-        opt, sched, params = self._optimiser(math.ceil(per_epoch / cfg.batch_size))
+        rank, world = ddp.join(self.device)
+        model = ddp.wrap(net, self.device) if world > 1 else net
+        batch = max(1, cfg.batch_size // world)  # per rank; one step covers batch * world samples
+        if cfg.batch_size % world:
+            log.warning("timellm: core.batch_size %d is not a multiple of the %d ranks; each step takes %d samples.",
+                        cfg.batch_size, world, batch * world)
+        opt, sched, params = self._optimiser(math.ceil(per_epoch // world / batch))  # steps per epoch on each rank
         bad = 0
         for epoch in range(1, epochs + 1):
             t0 = time.perf_counter()
             net.train()
-            order = rng.permutation(pool)[:per_epoch]
+            order = ddp.shard(rng.permutation(pool)[:per_epoch], rank, world)  # same permutation on every rank
             total, count = 0.0, 0
-            bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"timellm epoch {epoch}/{epochs}",
-                       disable=not cfg.progress, leave=False)
+            bar = tqdm(range(0, len(order), batch), desc=f"timellm epoch {epoch}/{epochs}",
+                       disable=not cfg.progress or rank != 0, leave=False)
             for i in bar:
-                x, y, ids, mask, refs = train.batch(order[i : i + cfg.batch_size])
+                x, y, ids, mask, refs = train.batch(order[i : i + batch])
                 tx, ty = torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device)
                 ti = torch.from_numpy(ids).to(self.device) if ids is not None else None
                 tm = torch.from_numpy(mask).to(self.device) if mask is not None else None
                 tr = torch.from_numpy(refs).to(self.device) if refs is not None else None
                 with self.autocast():
-                    out = net(tx, ti, tm, refs=tr)
+                    out = model(tx, ti, tm, refs=tr)
                 loss = torch.nn.functional.mse_loss(out.float(), ty)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -185,9 +210,10 @@ class Trainer:
                 count += len(x)
                 bar.set_postfix(loss=f"{total / count:.4f}")
             bar.close()
+            total, count = ddp.all_sum([total, count], self.device) if world > 1 else (total, count)
             record = {"epoch": epoch, "train_loss": total / max(count, 1)}
             if scoring:
-                record["val_loss"] = self.score(val, vpool)
+                record["val_loss"] = self._val_loss(val, vpool, rank, world)
             record["seconds"] = time.perf_counter() - t0
             result.history.append(record)
             log.info("timellm epoch %d: %s", epoch, {k: round(v, 4) for k, v in record.items()})

@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from kernel.periods import autocorrelation
+
 EPS = 1e-8
 CHUNK = 256  # windows per block in window_features
 
@@ -110,7 +112,8 @@ def context_features(context: np.ndarray, periods: tuple[int, ...]) -> np.ndarra
     d = np.diff(z, axis=-1)
     q = max(d.shape[-1] // 4, 1)
     feats.append(np.log((d[..., -q:].std(-1) + 1e-6) / (d.std(-1) + 1e-6)))
-    var_r = (resid**2).sum(-1) + EPS
+    fits = [p for p in periods if 2 <= p <= L // 2]
+    acf = autocorrelation(resid, max(fits), eps=EPS) if fits else None  # [N, C, max + 1]
     for p in periods:
         if 2 <= p <= L // 2:
             k = L // p
@@ -118,10 +121,10 @@ def context_features(context: np.ndarray, periods: tuple[int, ...]) -> np.ndarra
             profile = seg.mean(-2, keepdims=True)
             raw = 1.0 - ((seg - profile) ** 2).mean((-1, -2)) / (seg.var((-1, -2)) + EPS)
             strength = (raw - 1.0 / k) / (1.0 - 1.0 / k)  # white noise scores 1/k before this correction
-            acf = (resid[..., p:] * resid[..., :-p]).sum(-1) / var_r
+            acf_p = acf[..., p]
         else:  # the period does not fit twice in the window
-            strength = acf = np.zeros(z.shape[:-1])
-        feats += [np.clip(strength, 0.0, 1.0), acf]
+            strength = acf_p = np.zeros(z.shape[:-1])
+        feats += [np.clip(strength, 0.0, 1.0), acf_p]
     return np.stack(feats, axis=-1)
 
 

@@ -11,10 +11,13 @@ on the other folds, score on the left-out one, pool the scores.
 - ``vote``: the L2 penalty and a shrinkage of its weights toward equal
   weights, ``w = (1 - lambda) w_router + lambda w_equal``, are chosen
   together by LOFO. ``select``: its L2 penalty by LOFO. ``rules``: no choice.
-- A learned mode is deployed only if its LOFO MSE beats both equal weights
-  and the best single member, pooled by at least ``min_gain`` (relative) and
-  on more than ``min_fold_wins`` of the folds; otherwise it falls back,
-  visibly, to the static combiner with the lowest LOFO MSE.
+- A learned mode is deployed only if its LOFO MSE beats equal weights, the
+  best single member and the best static combiner: pooled by at least
+  ``min_gain`` (relative), on more than ``min_fold_wins`` of the folds, and
+  by at least ``min_t`` standard errors of its per-fold gains (the
+  one-standard-error rule: the simpler, static combination is kept unless the
+  router is better by more than the noise between folds). Otherwise it falls
+  back, visibly, to the static combiner with the lowest LOFO MSE.
 - Finally every mode is refitted on all OOF windows with the chosen settings.
 
 References:
@@ -96,17 +99,18 @@ def _standardiser(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return X.mean(0), np.where(std > 1e-8, std, 1.0)
 
 
-def _fit_mode(mode: str, data: StackSet, rows: np.ndarray, l2: float, cfg: RouterConfig, seed: int
-              ) -> tuple[Any, np.ndarray, np.ndarray]:
-    """Fit one mode on the windows ``rows``; returns the model and its feature standardisation."""
+def _fit_mode(mode: str, data: StackSet, rows: np.ndarray, l2s: tuple[float, ...], cfg: RouterConfig, seed: int
+              ) -> tuple[list[Any], np.ndarray, np.ndarray]:
+    """Fit one mode on the windows ``rows`` for each L2 in ``l2s`` (each from equal weights: the loss is not
+    convex, and a warm start along the L2 path ended in worse optima); returns the models and the standardisation."""
     X = _flat(data.X[rows])
     mean, std = _standardiser(X)
     mask = _mask_samples(data, rows)
     G, b, c = _flat(data.G[rows]), _flat(data.b[rows]), _flat(data.c[rows])
     if mode == "rules":
-        return RuleTree(cfg.tree_depth, cfg.tree_min_leaf, seed).fit(X, member_errors(G, b, c), mask), mean, std
+        return [RuleTree(cfg.tree_depth, cfg.tree_min_leaf, seed).fit(X, member_errors(G, b, c), mask)], mean, std
     Z = np.clip((X - mean) / std, -Z_CLIP, Z_CLIP)
-    return SoftmaxLinear(OBJECTIVE[mode], l2, cfg.max_iter).fit(Z, G, b, c, mask), mean, std
+    return [SoftmaxLinear(OBJECTIVE[mode], l2, cfg.max_iter).fit(Z, G, b, c, mask) for l2 in l2s], mean, std
 
 
 def _apply(mode: str, model: Any, mean: np.ndarray, std: np.ndarray, data: StackSet, rows: np.ndarray
@@ -136,14 +140,16 @@ def lofo_static(data: StackSet, mode: str, tolerance: float) -> np.ndarray:
     return out
 
 
-def lofo_learned(data: StackSet, mode: str, l2: float, cfg: RouterConfig, seed: int) -> np.ndarray:
-    """Leave-one-fold-out raw weights [N, Co, M] of a learned mode."""
-    out = np.empty(data.b.shape)
+def lofo_learned(data: StackSet, mode: str, l2s: tuple[float, ...], cfg: RouterConfig, seed: int
+                 ) -> list[np.ndarray]:
+    """Leave-one-fold-out raw weights [N, Co, M] of a learned mode, one array per L2 of ``l2s``."""
+    out = [np.empty(data.b.shape) for _ in l2s]
     for f in data.fold_ids:
         hold = np.flatnonzero(data.folds == f)
         fit = np.flatnonzero(data.folds != f)
-        model, mean, std = _fit_mode(mode, data, fit, l2, cfg, seed)
-        out[hold] = _apply(mode, model, mean, std, data, hold)
+        models, mean, std = _fit_mode(mode, data, fit, l2s, cfg, seed)
+        for k, model in enumerate(models):
+            out[k][hold] = _apply(mode, model, mean, std, data, hold)
     return out
 
 
@@ -190,13 +196,13 @@ def fit_router(data: StackSet, members: list[str], names: list[str], backtest_me
     for mode in ROUTER_MODES:
         if mode == "rules":
             settings[mode] = {}
-            weights[mode] = lofo_learned(data, mode, 0.0, cfg, seed)
+            weights[mode] = lofo_learned(data, mode, (0.0,), cfg, seed)[0]
             lofo[mode] = _scores(weights[mode], data, all_rows)
             continue
         best_score, chosen = np.inf, {}
         grid = tuple(cfg.shrinkage) if mode == "vote" else (0.0,)
-        for l2 in cfg.l2:
-            raw = lofo_learned(data, mode, l2, cfg, seed)
+        l2s = tuple(cfg.l2)
+        for l2, raw in zip(l2s, lofo_learned(data, mode, l2s, cfg, seed), strict=True):
             for lam in grid:
                 w = (1.0 - lam) * raw + lam * eq_w
                 per = _scores(w, data, all_rows)
@@ -208,39 +214,51 @@ def fit_router(data: StackSet, members: list[str], names: list[str], backtest_me
     check: dict[str, dict[str, Any]] = {}
     fallbacks: dict[str, str | None] = {}
     eq_f, best_f = _by_fold(eq, folds), _by_fold(best, folds)
+    fb_f = _by_fold(static_lofo[fallback], folds)
+    baseline = min(float(eq.mean()), float(best.mean()), static_pooled[fallback])
     for mode in ROUTER_MODES:
         score = float(lofo[mode].mean())
         per_fold = _by_fold(lofo[mode], folds)
-        wins = sum(per_fold[f] < min(eq_f[f], best_f[f]) for f in per_fold)
-        pooled_ok = score < (1.0 - cfg.min_gain) * min(float(eq.mean()), float(best.mean()))
-        passed = bool(pooled_ok and wins > cfg.min_fold_wins * n_folds)
+        # the gain per fold over the best of equal weights, the best single member and the fallback
+        gain = np.array([min(eq_f[f], best_f[f], fb_f[f]) - per_fold[f] for f in per_fold])
+        wins = int((gain > 0).sum())
+        se = float(gain.std(ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else np.inf
+        t_stat = float(gain.mean() / se) if se > 0 else (np.inf if gain.mean() > 0 else 0.0)
+        pooled_ok = score < (1.0 - cfg.min_gain) * baseline
+        passed = bool(pooled_ok and wins > cfg.min_fold_wins * n_folds and t_stat >= cfg.min_t)
         check[mode] = {
             "passed": passed,
             "oof_mse": score,
             "oof_mse_equal": float(eq.mean()),
             "oof_mse_best_single": float(best.mean()),
-            "folds_won": int(wins),
+            "oof_mse_fallback": static_pooled[fallback],
+            "folds_won": wins,
             "folds": n_folds,
+            "gain_t": t_stat,
             "by_fold": {str(f): v for f, v in per_fold.items()},
             "by_fold_equal": {str(f): v for f, v in eq_f.items()},
             "by_fold_best_single": {str(f): v for f, v in best_f.items()},
             "min_gain": cfg.min_gain,
+            "min_t": cfg.min_t,
             "settings": settings[mode],
             "fallback": None if passed else fallback,
         }
         fallbacks[mode] = None if passed else fallback
         if not passed:
-            why = "pooled" if not pooled_ok else f"on {wins} of {n_folds} folds only"
+            why = ("pooled" if not pooled_ok else f"on {wins} of {n_folds} folds only"
+                   if wins <= cfg.min_fold_wins * n_folds else f"by {t_stat:.2f} standard errors only")
             logger.warning(
-                "router %s at H=%d does not beat equal weights (%.4f) and the best single member (%.4f) out of fold "
-                "(%s: %.4f); falling back to %s (out-of-fold %.4f)",
-                mode, horizon, float(eq.mean()), float(best.mean()), why, score, fallback, static_pooled[fallback])
+                "router %s at H=%d does not beat equal weights (%.4f), the best single member (%.4f) and %s (%.4f) "
+                "out of fold (%s: %.4f); falling back to %s",
+                mode, horizon, float(eq.mean()), float(best.mean()), fallback, static_pooled[fallback], why, score,
+                fallback)
     check["static"] = {"oof_mse": static_pooled, "fallback": fallback}
 
     models: dict[str, Any] = {}
     mean = std = None
     for mode in ROUTER_MODES:
-        models[mode], mean, std = _fit_mode(mode, data, all_rows, settings[mode].get("l2", 0.0), cfg, seed)
+        fitted, mean, std = _fit_mode(mode, data, all_rows, (settings[mode].get("l2", 0.0),), cfg, seed)
+        models[mode] = fitted[0]
     err = data.channel_errors()
     static = {mode: static_weights(err, mode, data.mask, tolerance) for mode in STATIC_MODES}
     assert mean is not None and std is not None

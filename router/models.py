@@ -54,15 +54,19 @@ def moments(forecasts: list[np.ndarray], target: np.ndarray) -> tuple[np.ndarray
         c [N, C] = mean_h y^2 (float64). The MSE of weights w is then
         ``w'Gw - 2 w'b + c``.
     """
-    y = np.asarray(target, dtype=np.float64)
-    fs = [np.asarray(f, dtype=np.float64) for f in forecasts]
+    H = target.shape[-1]
+    fs = list(forecasts)  # used as they come (float32): no float64 copy of every member is made
+
+    def mean_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.einsum("...h,...h->...", a, b, dtype=np.float64) / H
+
     M = len(fs)
-    G = np.empty(y.shape[:-1] + (M, M))
+    G = np.empty(target.shape[:-1] + (M, M))
     for m in range(M):
         for k in range(m, M):
-            G[..., m, k] = G[..., k, m] = (fs[m] * fs[k]).mean(-1)
-    b = np.stack([(f * y).mean(-1) for f in fs], axis=-1)
-    return G, b, (y * y).mean(-1)
+            G[..., m, k] = G[..., k, m] = mean_product(fs[m], fs[k])
+    b = np.stack([mean_product(f, target) for f in fs], axis=-1)
+    return G, b, mean_product(target, target)
 
 
 def member_errors(G: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -111,7 +115,10 @@ class SoftmaxLinear:
 
     def fit(self, X: np.ndarray, G: np.ndarray, b: np.ndarray, c: np.ndarray,
             mask: np.ndarray | None = None) -> SoftmaxLinear:
-        """X [S, F]; G [S, M, M], b [S, M], c [S]; mask [S, M] bool (None: every member allowed)."""
+        """X [S, F]; G [S, M, M], b [S, M], c [S]; mask [S, M] bool (None: every member allowed).
+
+        Starts from equal weights (W = 0, bias = 0).
+        """
         S, F = X.shape
         M = b.shape[-1]
         err = member_errors(G, b, c)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,13 @@ def make_frame(n: int = 900, channels: int = 2, freq: str = "h", seed: int = 0) 
             10 + 3 * np.sin(2 * np.pi * t / 24 + j) + 0.01 * t + rng.normal(0, 0.3, n)
         ).round(4)
     return pd.DataFrame(cols)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on right now (for a scheduler, a process group, a dead address)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @pytest.fixture

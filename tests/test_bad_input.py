@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,8 @@ import pandas as pd
 import pytest
 
 from hybrid.cli import main
+from hybrid.config import config_from_dict
+from kernel.data import Series, load_series
 from tests.conftest import make_frame
 
 
@@ -27,6 +30,20 @@ def assert_rejected(capsys, data, *patterns: str, extra: tuple[str, ...] = ()) -
     for pattern in patterns:
         assert pattern in line, line
     assert not Path("runs").exists(), "a rejected fit must write nothing"
+
+
+def fitted_series(capsys, data: Path, *sets: str) -> Series:
+    """Fit with ``--set`` options into ``run/``; the cleaned series that reached the run.
+
+    The series is loaded again with the run's own data settings (from its manifest), and its fingerprint
+    must be the one the run recorded, so the values checked are the values the members were fitted on.
+    """
+    rc, line = run_fit(capsys, data, "--run-dir", "run", *[a for s in sets for a in ("--set", s)])
+    assert rc == 0, line
+    manifest = json.loads(Path("run/manifest.json").read_text())
+    series = load_series(str(data), config_from_dict(manifest["config"]).data)
+    assert series.fingerprint() == manifest["fingerprint"] and series.n_rows == manifest["n_rows"]
+    return series
 
 
 def write(tmp_path: Path, frame: pd.DataFrame, name: str = "bad.csv") -> Path:
@@ -65,21 +82,46 @@ def test_nan_inf_and_sentinels_name_column_and_row(capsys, tmp_path, bad):
     assert_rejected(capsys, write(tmp_path, frame), "'c1'", "row 37", "data.missing")
 
 
-def test_missing_values_can_be_interpolated(capsys, tmp_path):
+def frame_with_holes() -> pd.DataFrame:
     frame = make_frame()
     frame.loc[37, "c1"] = np.nan
-    frame.loc[38, "c0"] = -9999
-    rc, line = run_fit(capsys, write(tmp_path, frame), "--set", "data.missing=interpolate")
-    assert rc == 0, line
+    frame.loc[38, "c0"] = -9999  # a sentinel
+    return frame
 
 
-def test_duplicate_timestamps(capsys, tmp_path):
+@pytest.mark.parametrize("how", ["interpolate", "ffill"])
+def test_missing_values_are_filled(capsys, tmp_path, how):
+    frame = frame_with_holes()
+    series = fitted_series(capsys, write(tmp_path, frame), f"data.missing={how}")
+    assert series.n_rows == len(frame)
+    c0, c1 = frame["c0"].to_numpy(), frame["c1"].to_numpy()
+    want = {"interpolate": ((c1[36] + c1[38]) / 2, (c0[37] + c0[39]) / 2), "ffill": (c1[36], c0[37])}[how]
+    np.testing.assert_allclose([series.values[37, 1], series.values[38, 0]], want, rtol=1e-6)
+    np.testing.assert_array_equal(series.values[:37], frame[["c0", "c1"]].to_numpy(np.float32)[:37])  # the rest as read
+
+
+def test_rows_with_missing_values_can_be_dropped(capsys, tmp_path):
+    frame = frame_with_holes()
+    # the dropped rows leave a gap in the timestamps, which must be allowed
+    series = fitted_series(capsys, write(tmp_path, frame), "data.missing=drop", "data.gaps=allow")
+    assert series.n_rows == len(frame) - 2
+    assert not series.timestamps.isin(pd.to_datetime(frame["date"].iloc[[37, 38]])).any()
+    np.testing.assert_array_equal(series.values, frame[["c0", "c1"]].to_numpy(np.float32)[np.r_[0:37, 39:len(frame)]])
+
+
+@pytest.mark.parametrize("how", ["first", "mean"])
+def test_duplicate_timestamps(capsys, tmp_path, how):
     frame = make_frame()
-    frame = pd.concat([frame.iloc[:50], frame.iloc[49:]], ignore_index=True)
+    again = frame.iloc[[49]].assign(c0=frame["c0"].iloc[49] + 1.0, c1=frame["c1"].iloc[49] - 2.0)  # other values
+    frame = pd.concat([frame.iloc[:50], again, frame.iloc[50:]], ignore_index=True)
     path = write(tmp_path, frame)
     assert_rejected(capsys, path, "duplicate timestamps", "data.duplicates")
-    rc, line = run_fit(capsys, path, "--set", "data.duplicates=first")
-    assert rc == 0, line
+    series = fitted_series(capsys, path, f"data.duplicates={how}")
+    assert series.n_rows == len(frame) - 1
+    first = frame[["c0", "c1"]].to_numpy()[49]
+    want = first if how == "first" else first + np.array([0.5, -1.0])
+    np.testing.assert_allclose(series.values[49], want, rtol=1e-6)
+    np.testing.assert_allclose(series.values[50], frame[["c0", "c1"]].to_numpy()[51], rtol=1e-6)
 
 
 def test_unsorted_timestamps_are_sorted_with_a_warning(capsys, tmp_path):
@@ -92,11 +134,15 @@ def test_unsorted_timestamps_are_sorted_with_a_warning(capsys, tmp_path):
 
 
 def test_irregular_gaps(capsys, tmp_path):
-    frame = make_frame().drop(index=[100, 101, 102])
+    full = make_frame()
+    frame = full.drop(index=[100, 101, 102])
     path = write(tmp_path, frame)
     assert_rejected(capsys, path, "irregular timestamps", "data.gaps")
-    rc, line = run_fit(capsys, path, "--set", "data.gaps=interpolate")
-    assert rc == 0, line
+    series = fitted_series(capsys, path, "data.gaps=interpolate")
+    assert series.n_rows == len(full) and (series.timestamps == pd.DatetimeIndex(full["date"])).all()
+    before, after = full[["c0", "c1"]].to_numpy()[[99, 103]]
+    want = before + np.arange(1, 4)[:, None] / 4 * (after - before)  # the straight line over the missing hours
+    np.testing.assert_allclose(series.values[100:103], want, rtol=1e-6)
 
 
 def test_too_short_for_context_and_horizon(capsys, tmp_path):

@@ -41,3 +41,13 @@ def test_types_are_checked():
         load_config(sets=["core.prompt=maybe"])
     assert load_config(sets=["core.patch_len=auto"]).core.patch_len == "auto"
     assert load_config(sets=["core.patch_len=24"]).core.patch_len == 24
+
+
+def test_weather_is_strict_by_default_and_the_benchmark_treatment_is_a_shipped_config():
+    strict = load_config("weather")
+    assert strict.data.missing == "error" and strict.data.duplicates == "error" and strict.data.gaps == "error"
+    assert strict.data.split == "ratio" and strict.data.description.startswith("Weather")
+    bench = load_config("weather", "weather-benchmark")
+    assert bench.data.sentinels == () and bench.data.duplicates == "keep" and bench.data.gaps == "allow"
+    with pytest.raises(HybridInputError, match="shipped config"):
+        load_config("weather", "no-such-config")

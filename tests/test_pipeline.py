@@ -25,7 +25,9 @@ def test_fit_forecast_evaluate(capsys, csv_path, fit_args):
     for key in ("config", "versions", "fingerprint", "split", "members", "results", "cross_fit", "refit"):
         assert key in manifest
     assert set(manifest["members"]["linear"]["fit_seconds"]) == {"12", "24"}
-    assert set(manifest["members"]["linear"]["fit_seconds"]["24"]) == {"selection", "folds", "refit", "production"}
+    assert set(manifest["members"]["seasonal_naive"]["fit_seconds"]["24"]) == {"selection", "folds", "refit",
+                                                                                "production"}
+    assert set(manifest["members"]["linear"]["fit_seconds"]["24"]) == {"all stages"}  # fit_many: one pass
     assert manifest["cross_fit"]["classical"]["folds"] == 5
     capsys.readouterr()
 

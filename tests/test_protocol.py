@@ -68,3 +68,14 @@ def test_metrics_average_over_every_element():
     mse, mae = mse_mae(f, t)
     assert mse == pytest.approx((23 + 9) / 24)
     assert mae == pytest.approx((23 + 3) / 24)
+
+
+def test_weather_file_refused_by_default_and_read_as_published_with_the_benchmark_config():
+    from hybrid.config import load_config
+
+    path = shared_file("weather.csv.gz")
+    with pytest.raises(HybridInputError, match="duplicate timestamps"):
+        load_series(str(path), load_config("weather").data)
+    series = load_series(str(path), load_config("weather", "weather-benchmark").data)
+    assert series.n_rows == 52696 and len(series.columns) == 21 and series.freq == "10min"
+    assert (series.values == -9999.0).sum() == 81  # the sentinels stay in as numbers (1 + 30 + 50)

@@ -95,7 +95,7 @@ def test_router_flag_evaluate_forecast_report(capsys, long_csv):
 
 
 def test_vote_is_the_default_and_forecast_uses_stored_router(capsys, long_csv):
-    assert main(["fit", "--data", str(long_csv), *FAST, "--members", "seasonal_naive@24,nlinear",
+    assert main(["fit", "--data", str(long_csv), *FAST, "--members", "seasonal_naive@24,seasonal_naive@12,nlinear",
                  "--run-dir", "run"]) == 0
     comb = json.loads(Path("run/manifest.json").read_text())["results"]["12"]["combiner"]
     assert comb["mode"] == "vote" and comb["used"] == "vote"  # the regimes make the vote pass its check

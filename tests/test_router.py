@@ -180,8 +180,9 @@ def test_rules_mode_gives_a_readable_rule_table():
     ctx, forecasts, backtests, target, _ = regime_setup()
     router, _, _ = fit(ctx, forecasts, backtests, target, RouterConfig(tree_depth=2))
     rows = router.rule_table()
-    assert 2 <= len(rows) <= 4
+    assert len(rows) == 4  # depth 2: every leaf is reached
     assert {r["use"] for r in rows} == {"seasonal", "trend"}
+    assert sorted(len(r["if"]) for r in rows) == [2, 2, 2, 2]
     for r in rows:
         assert r["samples"] > 0 and r["oof_mse_chosen"] <= r["oof_mse_members_mean"] + 1e-9
         for cond in r["if"]:
