@@ -1,6 +1,6 @@
-"""ETTh1 test MSE / MAE of the Time-LLM core (L 512), and its ablations.
+"""Test MSE / MAE of the Time-LLM core (L 512) and its ablations: ETTh1 by default, any dataset with --config.
 
-Protocol: ETT split (train rows [0, 8640), val [8640 - L, 11520), test
+Protocol (ETTh1 default): ETT split (train rows [0, 8640), val [8640 - L, 11520), test
 [11520 - L, 14400)); per-channel standard scaling fitted on train; every test
 window, stride 1; the checkpoint is chosen on validation only. Variants that
 read classical references get the forecasts of ``core.reference_members``
@@ -11,6 +11,12 @@ ones instead).
 Usage:
     python benchmarks/core_accuracy.py --data /path/ETTh1.csv --variants default,none,noprompt \
         --seeds 0 --horizons 96 --out benchmarks/core_accuracy.md
+
+Another dataset (weather, as the literature reads it), the data read, split and
+described as the pipeline does, with core overrides:
+    python benchmarks/core_accuracy.py --data ../shared/data/weather.csv.gz --config weather-benchmark \
+        --variants core_alone,default --set core.backbone=none --set core.max_train_windows=8192 \
+        --out benchmarks/core_weather.md --raw /tmp/core_weather.jsonl
 
 Each finished run is appended as one JSON line to ``--raw`` (in the temp folder) and the
 markdown table is rewritten from all lines, so a long sweep can be stopped
@@ -69,17 +75,50 @@ VARIANTS = {
 L = 512
 
 
-def run(values: np.ndarray, variant: str, seed: int, horizon: int) -> dict:
+@dataclasses.dataclass
+class Dataset:
+    """What ``run`` needs of a dataset: values, how to split them, and how to describe them."""
+
+    values: np.ndarray
+    kind: str = "ett"
+    freq: str = "h"
+    periods: tuple[int, ...] = (24, 12, 168)
+    description: str = DESCRIPTION
+    config: Config = dataclasses.field(default_factory=Config)
+    ratios: tuple[float, float, float] = (0.7, 0.1, 0.2)
+
+
+def load_dataset(path: str, config: str | None, sets: list[str]) -> Dataset:
+    """ETTh1 read as before (no --config, no --set), or any file read, split and described as the pipeline does."""
+    if config is None and not sets:
+        return Dataset(pd.read_csv(path).iloc[:, 1:].to_numpy(np.float64))
+    from hybrid.config import load_config
+    from kernel.data import load_series, resolve_split_kind
+    from kernel.periods import detect_periods
+
+    cfg = load_config(dataset=path, config_file=config, sets=sets)
+    series = load_series(path, cfg.data)
+    values = series.values.astype(np.float64)
+    kind = resolve_split_kind(series.name, cfg.data.split)
+    split = make_split(len(values), L, 96, kind=kind, freq=series.freq, ratios=tuple(cfg.data.split_ratios))
+    periods = detect_periods(Scaler.fit(split.part(values, "train")).transform(split.part(values, "train")),
+                             k=cfg.task.n_periods).dominant
+    return Dataset(values, kind, series.freq, tuple(periods), cfg.data.description or series.name, cfg,
+                   tuple(cfg.data.split_ratios))
+
+
+def run(data: Dataset, variant: str, seed: int, horizon: int) -> dict:
     from llm_core.member import TimeLLM
 
-    split = make_split(len(values), L, horizon, kind="ett", freq="h")
+    values = data.values
+    split = make_split(len(values), L, horizon, kind=data.kind, freq=data.freq, ratios=data.ratios)
     scaled = Scaler.fit(split.part(values, "train")).transform(values[: split.test_end])
     train, val, test = (split.part(scaled, p) for p in ("train", "val", "test"))
-    spec = TaskSpec(context_length=L, horizon=horizon, freq="h", periods=(24, 12, 168), seed=seed,
-                    description=DESCRIPTION)  # fmt: skip
-    cfg = dataclasses.replace(CoreConfig(), progress=False, **VARIANTS[variant])
+    spec = TaskSpec(context_length=L, horizon=horizon, freq=data.freq, periods=data.periods, seed=seed,
+                    description=data.description)  # fmt: skip
+    cfg = dataclasses.replace(data.config.core, progress=False, **VARIANTS[variant])
     names = tuple(cfg.reference_members) if (cfg.references or cfg.classical_text) else ()
-    fitted = {n: make_member(n, Config()).fit(train, val, spec) for n in names}
+    fitted = {n: make_member(n, data.config).fit(train, val, spec) for n in names}
     source = PredictedReferences(names, scaled, L, [fitted]) if names else None  # any window's, by its start row
     member = TimeLLM(cfg).fit([Segment(train, split.train_start)], Segment(val, split.val_start),
                               dataclasses.replace(spec, references=source))  # fmt: skip
@@ -96,6 +135,8 @@ def run(values: np.ndarray, variant: str, seed: int, horizon: int) -> dict:
         "best_val": min(h.get("val_loss", np.inf) for h in member.history_),
         "n_trainable": member.n_trainable_, "n_frozen": member.n_frozen_,
         "config": VARIANTS[variant], "load_avg": os.getloadavg()[0],
+        "core": {k: v for k, v in dataclasses.asdict(cfg).items() if v != getattr(CoreConfig(), k)},
+        "history": [{k: h[k] for k in ("epoch", "val_loss", "train_loss") if k in h} for h in member.history_],
     }  # fmt: skip
 
 
@@ -131,34 +172,41 @@ def main(argv: list[str] | None = None) -> int:
         default=str(Path(tempfile.gettempdir()) / "core_accuracy.jsonl"),
         help="JSON lines of every finished run (appended; the table is built from all of them)",
     )
+    ap.add_argument("--config", default=None, help="a shipped config name or a YAML file (data treatment, core)")
+    ap.add_argument("--set", action="append", default=[], help="config override, repeatable (core.backbone=none)")
+    ap.add_argument("--title", default="", help="the report's title (default: the data file's name)")
     ap.add_argument("--table-only", action="store_true", help="rebuild the markdown from --raw and stop")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     out = Path(args.out)
     lines = Path(args.raw)
+    title = args.title or Path(args.data).name.split(".")[0]
     if args.table_only:
-        write_report(lines, out)
+        write_report(lines, out, title)
         return 0
-    values = pd.read_csv(args.data).iloc[:, 1:].to_numpy(np.float64)
+    data = load_dataset(args.data, args.config, args.set)
     for h in (int(x) for x in args.horizons.split(",")):
         for variant in args.variants.split(","):
             for seed in (int(x) for x in args.seeds.split(",")):
-                row = run(values, variant, seed, h)
+                row = run(data, variant, seed, h)
+                row["command"] = "python benchmarks/core_accuracy.py " + " ".join(sys.argv[1:])
                 logging.info("result %s", row)
                 with lines.open("a", encoding="utf-8") as f:
                     f.write(json.dumps(row) + "\n")
-                write_report(lines, out)
+                write_report(lines, out, title)
     return 0
 
 
-def write_report(raw: Path, out: Path) -> None:
+def write_report(raw: Path, out: Path, title: str = "ETTh1") -> None:
     """The markdown report ``out`` from every run recorded in ``raw`` (JSON lines)."""
     rows = [json.loads(x) for x in raw.read_text(encoding="utf-8").splitlines() if x.strip()]
+    commands = sorted({r["command"] for r in rows if "command" in r})
     out.write_text(
-        "# Time-LLM core on ETTh1 (L 512), 2-core CPU\n\n"
+        f"# Time-LLM core on {title} (L 512), 2-core CPU\n\n"
         "Generated by `benchmarks/core_accuracy.py`. fit s includes loading the backbone; "
         "load avg is the 1-minute load average of the shared machine at the end of the run.\n\n"
-        + table(rows) + "\n" + NOTES,
+        + "".join(f"Command: `{c}`\n\n" for c in commands)
+        + table(rows) + "\n" + (NOTES if title.startswith("ETTh1") else ""),
         encoding="utf-8",
     )
 
