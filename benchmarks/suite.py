@@ -236,13 +236,17 @@ def tables(records: list[dict]) -> str:
             cells = [f"{by_h[h]:.3f}" if h in by_h else "" for h in horizons]
             avg = f"{np.mean([by_h[h] for h in horizons]):.3f}" if all(h in by_h for h in horizons) else ""
             lines.append(f"| *published: {name}* | " + " | ".join(cells) + f" | {avg} |")
-        cost = {}
+        cost: dict[tuple[int, str], tuple[float, float, list[int]]] = {}  # one entry per fit process
         for r in rows:
-            cost.setdefault(r["seed"], (r["fit_seconds"], r["peak_rss_mb"]))
+            key = (r["seed"], r.get("command", ""))
+            c = cost.setdefault(key, (r["fit_seconds"], r["peak_rss_mb"], []))
+            if r["horizon"] not in c[2]:
+                c[2].append(r["horizon"])
         commands = sorted({r.get("command", "(not recorded)") for r in rows})
         lines += ["", "Command: " + "; ".join(f"`{c}`" for c in commands), "",
-                  "Fit cost per seed (all horizons, all members, one process): " + "; ".join(
-                      f"seed {s}: {c[0]:.0f} s, peak RSS {c[1]:.0f} MB" for s, c in sorted(cost.items())), ""]
+                  "Fit cost per fit process (all its horizons, all members): " + "; ".join(
+                      f"seed {s}, H {'/'.join(map(str, sorted(c[2])))}: {c[0]:.0f} s, peak RSS {c[1]:.0f} MB"
+                      for (s, _), c in sorted(cost.items())), ""]
         timed = [r for r in rows if "horizon_seconds" in r and r["model"] == "hybrid"]
         if timed:
             lines += ["| horizon | fit + evaluate s per seed (median) | of which the core | seeds |", "|---|---|---|---|"]
