@@ -69,6 +69,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))  # _peers_windows beside this script (benchmarks/ is not a package)
 
+from _machine import cpu_model  # noqa: E402
 from _peers_windows import forecasts_from_long, long_frame, peer_cutoffs, prepare, spread, windows_at  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
@@ -91,14 +92,7 @@ COMBINERS = ("equal", "inverse_error", "best_single", "top_k")
 
 
 def machine() -> dict[str, Any]:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
 
 

@@ -35,6 +35,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))  # _machine beside this script (benchmarks/ is not a package)
+from _machine import cpu_model  # noqa: E402
+
 DATA = ROOT.parent / "shared" / "data"
 FILES = {"etth1": "ETTh1.csv", "ettm1": "ETTm1.csv.gz", "exchange": "exchange_rate.csv", "weather": "weather.csv.gz"}
 # Published numbers at input length 512 (../shared/ANCHORS.md): MSE by horizon.
@@ -56,14 +59,7 @@ VERSION = "v2-crossfit"  # this code's records; "v1-validation": the design befo
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     gpu = "no GPU"
     try:
         import torch

@@ -41,19 +41,24 @@ KNOWN = {
 }
 
 
+def rain_gauge(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Zero most of the time, bursts of 2-12 steps of small positive values (a rain gauge)."""
+    rain, i = np.zeros(n), 0
+    while i < n:
+        if rng.random() < 0.01:
+            k = int(rng.integers(2, 13))
+            rain[i : i + k] = np.round(rng.exponential(0.5, size=min(k, n - i)), 1)
+            i += k
+        else:
+            i += 1
+    return rain
+
+
 def shapes(seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     t = np.arange(N)
     out = {}
-    rain, i = np.zeros(N), 0
-    while i < N:  # zero most of the time, bursts of 2-12 steps of small positive values (a rain gauge)
-        if rng.random() < 0.01:
-            k = int(rng.integers(2, 13))
-            rain[i : i + k] = np.round(rng.exponential(0.5, size=min(k, N - i)), 1)
-            i += k
-        else:
-            i += 1
-    out["intermittent"] = rain
+    out["intermittent"] = rain_gauge(rng, N)
     out["constant"] = np.full(N, 3.0)
     out["constant_then_jump"] = np.where(t < 500, 1.0, 4.0)
     out["random_walk"] = np.cumsum(rng.normal(0, 0.05, N))
@@ -170,14 +175,7 @@ def test_the_intermittent_file_of_the_issue(tmp_path, capsys):
     rng = np.random.default_rng(7)
     n = 8000
     t = np.arange(n)
-    rain, i = np.zeros(n), 0
-    while i < n:
-        if rng.random() < 0.01:
-            k = int(rng.integers(2, 13))
-            rain[i : i + k] = np.round(rng.exponential(0.5, size=min(k, n - i)), 1)
-            i += k
-        else:
-            i += 1
+    rain = rain_gauge(rng, n)
     frame = pd.DataFrame({"date": pd.date_range("2020-01-01", periods=n, freq="h"),
                           "temp": 10 + 5 * np.sin(2 * np.pi * t / 24) + rng.normal(0, 1, n), "rain": rain})
     frame.to_csv(tmp_path / "intermittent.csv", index=False)
