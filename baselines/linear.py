@@ -96,6 +96,15 @@ class _Stats:
         self.w_sum += w
 
 
+def _val_parts(val: np.ndarray | Segment | Sequence[Segment] | None) -> list[np.ndarray]:
+    """A validation part given as an array, a segment or several segments (one per series) -> [T_i, C] arrays."""
+    if val is None:
+        return []
+    if isinstance(val, np.ndarray | Segment):
+        return [as_values(val)]
+    return [as_values(v) for v in val]
+
+
 class RidgeLinear:
     """Closed-form ridge forecaster shared across channels.
 
@@ -170,8 +179,8 @@ class RidgeLinear:
             st.add(x, y, sw)
         return st
 
-    def _solve(self, st: _Stats, val: np.ndarray | None, L: int, H: int) -> None:
-        """Choose alpha on ``val`` (or take the middle / only one) and set the map from the statistics."""
+    def _solve(self, st: _Stats, val: list[np.ndarray], L: int, H: int) -> None:
+        """Choose alpha on the windows of the ``val`` parts (or take the middle / only one); set the map."""
         if st.gram is None:
             raise ValueError(f"{self.name}: no training window of context_length {L} + horizon {H} fits in `train`.")
         gram, xty = st.gram.copy(), st.xty.copy()
@@ -192,20 +201,22 @@ class RidgeLinear:
             return w, y_mean - x_mean @ w
 
         self.val_mse_by_alpha_: dict[float, float] = {}
-        if val is not None and len(self.alphas) > 1 and val.shape[0] >= L + H:
+        val = [v for v in val if v.shape[0] >= L + H]
+        if val and len(self.alphas) > 1:
             sse = np.zeros(len(self.alphas))
             count = 0
             ws = [weights(a) for a in self.alphas]
-            ctx, tgt = windows(val, L, H)
-            for i in range(0, ctx.shape[0], CHUNK):
-                c = ctx[i : i + CHUNK].reshape(-1, L)
-                y = tgt[i : i + CHUNK].reshape(-1, H)
-                x, shift, scale = self._normalise(c)
-                feats = self._features(x)
-                for k, (w, b) in enumerate(ws):
-                    pred = (feats @ w + b) * scale + shift
-                    sse[k] += float(np.square(pred - y).sum())
-                count += y.size
+            for part in val:
+                ctx, tgt = windows(part, L, H)
+                for i in range(0, ctx.shape[0], CHUNK):
+                    c = ctx[i : i + CHUNK].reshape(-1, L)
+                    y = tgt[i : i + CHUNK].reshape(-1, H)
+                    x, shift, scale = self._normalise(c)
+                    feats = self._features(x)
+                    for k, (w, b) in enumerate(ws):
+                        pred = (feats @ w + b) * scale + shift
+                        sse[k] += float(np.square(pred - y).sum())
+                    count += y.size
             self.val_mse_by_alpha_ = {a: float(s / count) for a, s in zip(self.alphas, sse, strict=True)}
             self.alpha_ = float(self.alphas[int(np.argmin(sse))])
         else:
@@ -216,14 +227,15 @@ class RidgeLinear:
         self.n_train_rows_ = st.n_rows
 
     # --- contract ---------------------------------------------------------
-    def fit(self, train: np.ndarray | Sequence[Segment], val: np.ndarray | Segment | None, spec: TaskSpec) -> Self:
-        """Fit on every window of ``train`` (scaled [T, C], or segments); choose alpha on ``val``."""
+    def fit(self, train: np.ndarray | Sequence[Segment], val: np.ndarray | Segment | Sequence[Segment] | None,
+            spec: TaskSpec) -> Self:
+        """Fit on every window of ``train`` (scaled [T, C], or segments); choose alpha on ``val`` (one part or several)."""
         L, H = spec.context_length, spec.horizon
-        self._solve(self._stats(as_segments(train), L, H), as_values(val), L, H)
+        self._solve(self._stats(as_segments(train), L, H), _val_parts(val), L, H)
         return self
 
-    def fit_many(self, trains: Sequence[Sequence[Segment]], val: np.ndarray | Segment | None, spec: TaskSpec
-                 ) -> list[Self]:
+    def fit_many(self, trains: Sequence[Sequence[Segment]], val: np.ndarray | Segment | Sequence[Segment] | None,
+                 spec: TaskSpec) -> list[Self]:
         """Fit on ``trains[0]`` (alpha chosen on ``val``), then frozen copies on every other training set.
 
         Equal to ``[m := self.fit(trains[0], val, spec)] + [m.frozen().fit(t, None, spec) for t in trains[1:]]``,
@@ -245,11 +257,11 @@ class RidgeLinear:
             st = self._stats([piece], L, H)
             for i in owners:
                 totals[i].merge(st)
-        self._solve(totals[0], as_values(val), L, H)
+        self._solve(totals[0], _val_parts(val), L, H)
         out = [self]
         for st in totals[1:]:
             twin = self.frozen()
-            twin._solve(st, None, L, H)
+            twin._solve(st, [], L, H)
             out.append(twin)
         return out
 

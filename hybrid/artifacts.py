@@ -355,3 +355,18 @@ def save_object(obj: Any, path: Path) -> None:
 
 def load_object(path: Path) -> Any:
     return joblib.load(path)
+
+
+def choose_horizon(requested: int | None, fitted: list[int]) -> int:
+    """The smallest fitted horizon that covers ``requested``."""
+    if requested is None:
+        return min(fitted)
+    if requested < 1:
+        raise HybridInputError(f"--horizon must be a positive integer; got {requested}.")
+    covering = [h for h in sorted(fitted) if h >= requested]
+    if not covering:
+        raise HybridInputError(
+            f"horizon {requested} is longer than any fitted horizon ({', '.join(map(str, sorted(fitted)))}); "
+            f"fit again with --horizon {requested}."
+        )
+    return covering[0]

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from hybrid.api import HybridForecaster
-from hybrid.artifacts import resolve_run_dir
+from hybrid.artifacts import read_manifest, resolve_run_dir
 from hybrid.config import load_config
+from hybrid.panel import panel_forecast
 from hybrid.pipeline import fit_run, forecast_run
 from hybrid.report import rerender, write_report
 from kernel.data import dataset_name
@@ -136,8 +137,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if not is_main_process():
         return 0  # torchrun: rank 0 wrote the run and prints the summary
     m = result.manifest
-    print(f"fitted {len(m['members'])} member(s) on {m['dataset']} ({m['n_rows']} rows x "
-          f"{len(m['columns'])} channels, {m['freq']}) in {m['fit_seconds_total']:.1f} s")
+    shape = (f"{m['n_series']} series, {m['n_rows']} rows in all" if m.get("layout") == "panel"
+             else f"{m['n_rows']} rows x {len(m['columns'])} channels")
+    print(f"fitted {len(m['members'])} member(s) on {m['dataset']} ({shape}, {m['freq']}) in "
+          f"{m['fit_seconds_total']:.1f} s")
     print(f"run: {result.run_dir}")
     _print_metrics(m)
     return 0
@@ -181,8 +184,27 @@ def _print_metrics(m: dict[str, Any], per_channel: bool = False) -> None:
             print(_table(table, ["member", *channels]))
 
 
+def _forecast_panel(args: argparse.Namespace, run_dir: Path, manifest: dict[str, Any]) -> int:
+    frame, fitted = panel_forecast(run_dir, manifest, args.horizon, args.data)
+    out = Path(args.output) if args.output else run_dir / f"forecast-h{args.horizon or fitted}.csv"
+    tmp = out.with_name(f".{out.name}.tmp")
+    frame.to_csv(tmp, index=False)
+    tmp.replace(out)
+    weights = frame.filter(like="weight:").groupby(frame["unique_id"]).first().mean()
+    shown = ", ".join(f"{k.removeprefix('weight:')} {w:.2f}" for k, w in weights.sort_values(ascending=False).items()
+                      if w > 0)
+    n = frame["unique_id"].nunique()
+    print(f"forecast of {args.horizon or fitted} steps for {n} series (fitted horizon {fitted}); mean weights: {shown}")
+    print(frame.head(10).to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    print(f"wrote {out} (long format: unique_id, ds, hybrid, its bands, every member and its weight per series)")
+    return 0
+
+
 def cmd_forecast(args: argparse.Namespace) -> int:
     run_dir = resolve_run_dir(args.run_dir)
+    manifest = read_manifest(run_dir)
+    if manifest.get("layout") == "panel":
+        return _forecast_panel(args, run_dir, manifest)
     result = forecast_run(run_dir, args.horizon, args.data)
     out = Path(args.output) if args.output else run_dir / "forecast.csv"
     tmp = out.with_name(f".{out.name}.tmp")

@@ -102,3 +102,19 @@ def make_member(name: str, cfg: Config) -> Forecaster:
 def uses_references(member: object) -> bool:
     """Whether a member reads other members' forecasts (the core)."""
     return bool(getattr(member, "uses_references", False))
+
+
+def expand_period_experts(members: tuple[str, ...], experts: tuple[str, ...], periods: tuple[int, ...],
+                          context_length: int) -> tuple[str, ...]:
+    """Add ``name@p`` for every expert ``name`` and detected period p (note 9).
+
+    Periods longer than half the context (fewer than two cycles in a window)
+    get no expert; names already listed are not repeated.
+    """
+    out = list(members)
+    for base in experts:
+        for p in periods:
+            name = f"{base}@{p}"
+            if p <= context_length // 2 and name not in out:
+                out.append(name)
+    return tuple(out)

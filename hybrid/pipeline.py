@@ -29,6 +29,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from hybrid import artifacts
+from hybrid.artifacts import choose_horizon
 from hybrid.config import Config, config_from_dict
 from hybrid.crossfit import (
     MemberFits,
@@ -41,7 +42,8 @@ from hybrid.crossfit import (
 from hybrid.deployment import Deployment, deploy
 from hybrid.evaluation import Scoreboard
 from hybrid.intervals import check_levels, member_spread, spread_of
-from hybrid.members import REGISTRY, make_member, parse_member, uses_references
+from hybrid.members import REGISTRY, expand_period_experts, make_member, parse_member, uses_references
+from hybrid.panel import fit_panel, long_frame
 from hybrid.records import HorizonResult, build_manifest
 from hybrid.stacking import OOFWindows, baseline_mse, sanity_gate
 from kernel.contract import TaskSpec
@@ -66,22 +68,6 @@ class FitResult:
 
 
 # ----------------------------------------------------------------------------- checks
-
-
-def expand_period_experts(members: tuple[str, ...], experts: tuple[str, ...], periods: tuple[int, ...],
-                          context_length: int) -> tuple[str, ...]:
-    """Add ``name@p`` for every expert ``name`` and detected period p (note 9).
-
-    Periods longer than half the context (fewer than two cycles in a window)
-    get no expert; names already listed are not repeated.
-    """
-    out = list(members)
-    for base in experts:
-        for p in periods:
-            name = f"{base}@{p}"
-            if p <= context_length // 2 and name not in out:
-                out.append(name)
-    return tuple(out)
 
 
 def check_config(cfg: Config) -> tuple[int, ...]:
@@ -356,6 +342,9 @@ def fit_run(cfg: Config, data: str | None, run_dir: str | Path | None = None, ov
     artifacts.check_run_dir(run_dir, overwrite)
     horizons = check_config(cfg)
     np.random.seed(cfg.task.seed)
+    frame = long_frame(data, cfg.data)
+    if frame is not None:  # many series that do not share one time axis: a panel (hybrid.panel)
+        return FitResult(*fit_panel(cfg, str(data), frame, horizons, run_dir, overwrite))
     L, H_max = cfg.task.context_length, max(horizons)
     run = prepare_data(cfg, data, H_max)
     purge = None if cfg.stack.purge < 0 else cfg.stack.purge
@@ -447,21 +436,6 @@ def load_fitted(run_dir: Path, manifest: dict[str, Any], horizon: int) -> dict[s
     return out
 
 
-def choose_horizon(requested: int | None, fitted: list[int]) -> int:
-    """The smallest fitted horizon that covers ``requested``."""
-    if requested is None:
-        return min(fitted)
-    if requested < 1:
-        raise HybridInputError(f"--horizon must be a positive integer; got {requested}.")
-    covering = [h for h in sorted(fitted) if h >= requested]
-    if not covering:
-        raise HybridInputError(
-            f"horizon {requested} is longer than any fitted horizon ({', '.join(map(str, sorted(fitted)))}); "
-            f"fit again with --horizon {requested}."
-        )
-    return covering[0]
-
-
 def _context_rows(run_dir: Path, manifest: dict[str, Any], data: str | None
                   ) -> tuple[np.ndarray, pd.DatetimeIndex, str]:
     """Last L rows (original units) and their timestamps, from the run or new data."""
@@ -486,6 +460,9 @@ def _context_rows(run_dir: Path, manifest: dict[str, Any], data: str | None
 def forecast_run(run_dir: Path, horizon: int | None = None, data: str | None = None) -> ForecastResult:
     """Forecast the ``horizon`` steps after the end of the data with a fitted run."""
     manifest = artifacts.read_manifest(run_dir)
+    if manifest.get("layout") == "panel":
+        raise HybridInputError(f"{run_dir} is a many-series run; its forecasts are in {run_dir / 'forecast.csv'} "
+                               "(hybrid forecast prints them).")
     fitted_h = choose_horizon(horizon, manifest["horizons"])
     horizon = horizon or fitted_h
     values, stamps, freq = _context_rows(run_dir, manifest, data)

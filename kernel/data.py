@@ -40,6 +40,7 @@ class DataConfig:
     freq: str = "auto"  # pandas alias, or auto (inferred from the timestamps)
     split: str = "auto"  # auto (ett for ETT* files, else ratio) | ett | ratio
     split_ratios: tuple[float, ...] = (0.7, 0.1, 0.2)  # train / val / test fractions for split ratio
+    layout: str = "auto"  # long files (unique_id, ds, y): auto (many series unless all share one time axis) | long | wide
 
 
 @dataclass(frozen=True)

@@ -121,7 +121,7 @@ def test_default_dataset_builtin(capsys):
 
 
 def test_period_experts_join_for_each_detected_period(csv_path, fit_args, capsys):
-    from hybrid.pipeline import expand_period_experts
+    from hybrid.members import expand_period_experts
 
     assert expand_period_experts(("linear",), ("seasonal_naive", "ets"), (24, 168, 400), 512) == (
         "linear", "seasonal_naive@24", "seasonal_naive@168", "ets@24", "ets@168")

@@ -1,0 +1,564 @@
+"""Many series in long format (``unique_id, ds, y``), handled as many series: a panel.
+
+A long file whose series do not share one time axis (different lengths,
+starts or ends) is not pivoted into a wide table that would have to align:
+
+- every series is validated on its own (sorted, duplicates, missing values,
+  spacing: the same rules and messages as a wide file, naming the series), and
+  gets its own 70/10/20 split, its own scaler fitted on its own training part
+  and its own blocked fold plan over its own history;
+- **global members** (the linear family and the context-only baselines) are
+  fitted once across all series: their training windows are the windows of
+  every series (none spans two series), each fold's training set the union of
+  every series' fold training segments;
+- **local members** (ARIMA, ETS) are fitted per series, one task per series
+  through :func:`kernel.parallel.parallel_map` (loky, or a Dask cluster with
+  ``runtime.backend: dask``); a task fits every stage of its series and
+  returns float32 forecasts only, never the fitted models;
+- the sanity gate, the router, the static combiners and the conformal bands
+  are learned from the out-of-fold windows of every series together
+  (:func:`hybrid.deployment.deploy`, unchanged);
+- the test part of every series is scored over every window (each window
+  weighs the same; per-series scores go to ``series_scores.csv``);
+- the production fits forecast the H steps after each series' end at fit time:
+  ``hybrid forecast`` serves that table (``forecast.csv``, long format, with
+  the bands and each member's weight per series).
+
+Not in panel mode: the Time-LLM core (its reference tokens look forecasts up
+by row in one series), and forecasting from new data (``--data`` with a
+panel run): fit again on the longer file.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from baselines.per_channel import PerChannelMember
+from hybrid import artifacts
+from hybrid.artifacts import choose_horizon
+from hybrid.config import Config
+from hybrid.crossfit import predict_many
+from hybrid.deployment import Deployment, deploy
+from hybrid.evaluation import Scoreboard
+from hybrid.intervals import member_spread, spread_of
+from hybrid.members import expand_period_experts, make_member, uses_references
+from hybrid.records import FORMAT, _versions, _weights
+from hybrid.stacking import OOFWindows, baseline_mse, sanity_gate
+from kernel.contract import Forecaster, Segment, TaskSpec
+from kernel.data import (
+    LONG_COLUMNS,
+    DataConfig,
+    _handle_missing,
+    _parse_times,
+    _regularise,
+    dataset_name,
+    future_timestamps,
+)
+from kernel.errors import HybridInputError
+from kernel.parallel import parallel_map
+from kernel.periods import Periods, detect_periods
+from kernel.protocol import FoldPlan, Scaler, Split, gather_windows, make_fold_plan, make_split, windows
+from router.features import backtest_steps, shift_context
+
+logger = logging.getLogger(__name__)
+
+COMBINED = "hybrid"
+CHANNELS = ["y"]
+PERIOD_SERIES = 64  # series (the longest) whose training parts the panel's periods are detected on
+FORECAST_FILE = "forecast.csv"
+SERIES_SCORES = "series_scores.csv"
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def long_frame(source: str | None, cfg: DataConfig) -> pd.DataFrame | None:
+    """The rows of ``source`` when it is handled as a panel, else None (it is read as one wide series).
+
+    A panel: ``data.layout: long``, or ``auto`` and a long file (``unique_id, ds, y``) whose series do not all
+    share the same first timestamp, last timestamp and length. A long file whose series do is one
+    multichannel series (one channel per ``unique_id``), as before.
+    """
+    if cfg.layout not in ("auto", "wide", "long"):
+        raise HybridInputError(f"data.layout must be auto, wide or long; got {cfg.layout!r}.")
+    if source is None or cfg.layout == "wide" or not Path(source).is_file():
+        return None
+    try:
+        head = pd.read_csv(source, nrows=0)
+    except Exception:  # noqa: BLE001 - load_series reads it again and says what is wrong
+        return None
+    if not set(LONG_COLUMNS) <= set(head.columns):
+        if cfg.layout == "long":
+            raise HybridInputError(f"data.layout: long needs columns {', '.join(LONG_COLUMNS)}; {source} has "
+                                   f"{', '.join(map(str, head.columns))}.")
+        return None
+    frame = pd.read_csv(source)
+    if cfg.layout == "long":
+        return frame
+    by = frame.groupby("unique_id", sort=False)["ds"]
+    aligned = all(s.nunique() == 1 for s in (by.size(), by.first(), by.last()))
+    return None if aligned else frame
+
+
+@dataclass
+class Panel:
+    """Many series, scaled and split one by one, stored one after the other.
+
+    Attributes:
+        ids: the series' ``unique_id`` values, in file order.
+        values: [N, 1] float32, every series scaled by its own training part, back to back.
+        offsets: [S + 1] row where each series starts in ``values`` (and where the last ends).
+        splits: each series' train / validation / test borders (rows of the series).
+        plans: each series' fold plan over its own history.
+        mean, scale: [S] each series' scaler.
+        last: each series' last timestamp.
+        freq: the panel's spacing.
+        periods: detected on the training parts of the longest series.
+        name, source: dataset name and file.
+    """
+
+    ids: list[str]
+    values: np.ndarray
+    offsets: np.ndarray
+    splits: list[Split]
+    plans: list[FoldPlan]
+    mean: np.ndarray
+    scale: np.ndarray
+    last: list[pd.Timestamp]
+    freq: str
+    periods: Periods
+    name: str
+    source: str
+
+    @property
+    def n_series(self) -> int:
+        return len(self.ids)
+
+    def series(self, i: int) -> np.ndarray:
+        return self.values[self.offsets[i] : self.offsets[i + 1]]
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def segments(self, part: str) -> list[Segment]:
+        """Every series' ``part`` (train / val / trainval / all) as segments placed in ``values``."""
+        out = []
+        for i, sp in enumerate(self.splits):
+            lo, hi = {"train": (0, sp.train_end), "val": (sp.val_start, sp.val_end), "trainval": (0, sp.val_end),
+                      "all": (0, int(self.offsets[i + 1] - self.offsets[i]))}[part]
+            o = int(self.offsets[i])
+            out.append(Segment(self.values[o + lo : o + hi], o + lo))
+        return out
+
+    def fold_segments(self, fold: int, min_rows: int) -> list[Segment]:
+        """Every series' training data for fold ``fold`` (its history without the fold and the purge gaps)."""
+        out = []
+        for i, plan in enumerate(self.plans):
+            o = int(self.offsets[i])
+            out += [Segment(s.values, s.start + o) for s in plan.train_segments(fold, self.series(i), min_rows)]
+        return out
+
+
+def load_panel(source: str, cfg: Config, max_horizon: int, frame: pd.DataFrame | None = None) -> Panel:
+    """Read and validate a long file series by series, split, scale and plan folds for each.
+
+    Raises:
+        HybridInputError: for every input problem, naming the series (``unique_id``) and the fix.
+    """
+    L, data_cfg = cfg.task.context_length, cfg.data
+    if frame is None:
+        frame = pd.read_csv(source)
+    missing = [c for c in LONG_COLUMNS if c not in frame.columns]
+    if missing:
+        raise HybridInputError(f"{source}: a long file needs columns {', '.join(LONG_COLUMNS)}; missing {missing}.")
+    y = pd.to_numeric(frame["y"], errors="coerce")
+    bad = y.isna() & frame["y"].notna() & (frame["y"].astype(str).str.strip() != "")
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise HybridInputError(f"column 'y' is not numeric: CSV line {row + 2} holds {frame['y'].iloc[row]!r}; "
+                               "fix or remove those rows.")
+    times = _parse_times(frame["ds"], "ds", source)
+    long = pd.DataFrame({"unique_id": frame["unique_id"].astype(str).to_numpy(), "y": y.to_numpy()}, index=times)
+    purge = None if cfg.stack.purge < 0 else cfg.stack.purge
+    ids, parts, splits, plans, means, scales, lasts, freqs = [], [], [], [], [], [], [], []
+    for uid, rows in long.groupby("unique_id", sort=False):
+        where = f"{source} [unique_id {uid}]"
+        data = rows[["y"]]
+        if not data.index.is_monotonic_increasing:
+            data = data.sort_index(kind="stable")
+        dup = data.index.duplicated(keep=False)
+        if dup.any():
+            if data_cfg.duplicates not in ("first", "mean"):
+                raise HybridInputError(
+                    f"duplicate timestamp {data.index[np.flatnonzero(dup)[0]]} for unique_id {uid}; set "
+                    "data.duplicates: first or mean, or remove the duplicates."
+                )
+            data = data.groupby(level=0).first() if data_cfg.duplicates == "first" else data.groupby(level=0).mean()
+        try:
+            data = _handle_missing(data, data_cfg, where)
+            data, freq = _regularise(data, data_cfg, where)
+        except HybridInputError as exc:
+            raise HybridInputError(f"unique_id {uid}: {exc}") from None
+        values = data["y"].to_numpy(np.float32)[:, None]  # float32 in original units, as a wide series keeps them
+        try:
+            split = make_split(len(values), L, max_horizon, kind="ratio", ratios=tuple(data_cfg.split_ratios))
+        except HybridInputError as exc:
+            raise HybridInputError(f"unique_id {uid}: {exc} Or drop the series from the file.") from None
+        train = values[: split.train_end]
+        scaler = Scaler.fit(train)
+        if float(train.std(dtype=np.float64)) < 1e-8 * max(1.0, float(np.abs(scaler.mean[0]))):
+            raise HybridInputError(f"unique_id {uid} is constant over its training part ({train[0, 0]:g}); there is "
+                                   "nothing to learn from it: drop it from the file.")
+        try:
+            plan = make_fold_plan(split.val_end, L, max_horizon, cfg.stack.folds, purge)
+        except HybridInputError as exc:
+            raise HybridInputError(f"unique_id {uid}: {exc}") from None
+        ids.append(str(uid))
+        parts.append(scaler.transform(values))
+        splits.append(split)
+        plans.append(plan)
+        means.append(float(scaler.mean[0]))
+        scales.append(float(scaler.scale[0]))
+        lasts.append(data.index[-1])
+        freqs.append(freq)
+    kinds = sorted(set(freqs))
+    if len(kinds) > 1:
+        raise HybridInputError(f"{source}: the series have different spacings ({', '.join(kinds)}); a panel needs one "
+                               "(set data.freq, or fit them separately).")
+    lengths = np.array([len(p) for p in parts])
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    longest = np.argsort(-lengths, kind="stable")[:PERIOD_SERIES]
+    n = min(splits[i].train_end for i in longest)
+    tails = [parts[i][splits[i].train_end - n : splits[i].train_end] for i in longest]
+    periods = detect_periods(np.concatenate(tails, axis=1), k=cfg.task.n_periods)
+    name = data_cfg.name or dataset_name(source)
+    logger.info("%s: %d series in long format (%d-%d rows, %d in all) at %s; per-series 70/10/20 splits; periods %s",
+                name, len(ids), lengths.min(), lengths.max(), offsets[-1], kinds[0], list(periods.dominant))
+    return Panel(ids, np.concatenate(parts), offsets, splits, plans, np.array(means), np.array(scales),
+                 lasts, kinds[0], periods, name, str(source))
+
+
+# ----------------------------------------------------------------------------- members
+
+
+def is_local(name: str, cfg: Config) -> bool:
+    """Whether a member is fitted series by series (a per-channel model) rather than across series."""
+    return isinstance(make_member(name, cfg), PerChannelMember)
+
+
+@dataclass
+class SeriesJob:
+    """One series' work for one local member (what a worker receives)."""
+
+    values: np.ndarray  # [T, 1] scaled
+    split: Split
+    plan: FoldPlan
+    starts: np.ndarray  # out-of-fold window starts (rows of the series)
+
+
+def _stage_forecasts(member: Forecaster, context: np.ndarray, horizon: int, steps: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """A member's forecasts of ``context`` and of its backtest (shifted) context."""
+    return (predict_many(member, context, horizon),
+            predict_many(member, shift_context(context, steps), horizon)[:, :, :steps])
+
+
+def local_task(job: SeriesJob, name: str, cfg: Config, spec: TaskSpec, steps: int) -> dict[str, Any]:
+    """Every stage of one local member on one series; returns float32 forecasts only.
+
+    Keys: ``oof`` / ``oof_bt`` (the out-of-fold windows ``job.starts``),
+    ``test`` / ``test_bt`` / ``test_train`` (every test window), ``prod`` /
+    ``prod_bt`` (the window ending at the series' end), ``fallback`` (the
+    selection fit fell back to seasonal naive).
+    """
+    L, H = spec.context_length, spec.horizon
+    y, sp, plan = job.values, job.split, job.plan
+    selection = make_member(name, cfg).fit([Segment(y[: sp.train_end])], Segment(y[sp.val_start : sp.val_end]), spec)
+    folds = [selection.frozen().fit(plan.train_segments(k, y, L + H), None, spec) for k in range(plan.n_folds)]
+    refit = selection.frozen().fit([Segment(y[: sp.val_end])], None, spec) if cfg.task.refit == "train+val" else selection
+    production = selection.frozen().fit([Segment(y)], None, spec)
+    ctx, _ = gather_windows(y, job.starts, L, H)
+    ctx = np.ascontiguousarray(ctx)
+    oof = np.empty((len(ctx), 1, H), np.float32)
+    oof_bt = np.empty((len(ctx), 1, steps), np.float32)
+    fold_of = plan.fold_of(job.starts)
+    for k in np.unique(fold_of):
+        rows = np.flatnonzero(fold_of == k)
+        oof[rows], oof_bt[rows] = _stage_forecasts(folds[int(k)], ctx[rows], H, steps)
+    test_ctx = np.ascontiguousarray(windows(y[sp.test_start : sp.test_end], L, H)[0])
+    test, test_bt = _stage_forecasts(refit, test_ctx, H, steps)
+    prod, prod_bt = _stage_forecasts(production, np.ascontiguousarray(y[-L:].T[None]), H, steps)
+    status = getattr(selection, "channel_status_", [{}])[0].get("status", "ok")
+    return {"oof": oof, "oof_bt": oof_bt, "test": test, "test_bt": test_bt,
+            "test_train": predict_many(selection, test_ctx, H) if refit is not selection else test,
+            "prod": prod, "prod_bt": prod_bt, "fallback": status != "ok"}
+
+
+@dataclass
+class PanelHorizon:
+    """What one horizon of a panel fit produced."""
+
+    horizon: int
+    entry: dict[str, Any]  # the manifest's results entry
+    forecast: pd.DataFrame  # production forecasts, long format (original units)
+    series_scores: pd.DataFrame  # test MSE per series and member
+
+
+def _windows_of(panel: Panel, starts: list[np.ndarray], L: int, H: int) -> tuple[np.ndarray, np.ndarray]:
+    """Contexts [n, 1, L] and targets [n, 1, H] of per-series starts (rows of each series), series after series."""
+    ctx, tgt = zip(*(gather_windows(panel.series(i), s, L, H) for i, s in enumerate(starts)), strict=True)
+    return np.ascontiguousarray(np.concatenate(ctx)), np.ascontiguousarray(np.concatenate(tgt))
+
+
+def fit_horizon(cfg: Config, panel: Panel, names: tuple[str, ...], H: int, bar: Any = None) -> PanelHorizon:
+    """Cross-fit every member on every series at horizon ``H``, learn the combination, score the test windows."""
+    L = cfg.task.context_length
+    t_start = time.perf_counter()
+    steps = backtest_steps(H, L, cfg.router.backtest_steps)
+    spec = TaskSpec(context_length=L, horizon=H, freq=panel.freq, periods=panel.periods.dominant, seed=cfg.task.seed,
+                    n_jobs=1, backend=cfg.runtime.backend, dask_address=cfg.runtime.dask_address,
+                    channel_names=("y",), description=cfg.data.description)
+    cap = 0 if cfg.stack.max_windows == 0 else max(1, cfg.stack.max_windows // panel.n_series)
+    starts = [plan.sample_starts(H, cap) for plan in panel.plans]
+    folds = np.concatenate([plan.fold_of(s) for plan, s in zip(panel.plans, starts, strict=True)])
+    ctx, tgt = _windows_of(panel, starts, L, H)
+    series_of_oof = np.repeat(np.arange(panel.n_series), [len(s) for s in starts])
+    oof = OOFWindows(panel.offsets[series_of_oof] + np.concatenate(starts), folds, ctx, tgt)
+    bt_ctx = shift_context(ctx, steps)
+    test_starts = [np.arange(sp.test_start, sp.test_end - L - H + 1) for sp in panel.splits]
+    test_ctx, test_tgt = _windows_of(panel, test_starts, L, H)
+    series_of_test = np.repeat(np.arange(panel.n_series), [len(s) for s in test_starts])
+    last_ctx = np.ascontiguousarray(np.stack([panel.series(i)[-L:].T for i in range(panel.n_series)]))  # [S, 1, L]
+    test_fc: dict[str, np.ndarray] = {}
+    test_bt: dict[str, np.ndarray] = {}
+    train_fc: dict[str, np.ndarray] = {}
+    prod_fc: dict[str, np.ndarray] = {}
+    prod_bt: dict[str, np.ndarray] = {}
+    seconds: dict[str, float] = {}
+    notes: dict[str, str] = {}
+    failed: dict[str, str] = {}
+    for name in names:
+        t0 = time.perf_counter()
+        if bar is not None:
+            bar.set_postfix_str(f"H={H} {name}")
+        try:
+            if is_local(name, cfg):
+                jobs = [SeriesJob(panel.series(i), panel.splits[i], panel.plans[i], starts[i])
+                        for i in range(panel.n_series)]
+                task = functools.partial(local_task, name=name, cfg=cfg, spec=spec, steps=steps)
+                res = parallel_map(task, jobs, n_jobs=cfg.runtime.n_jobs, backend=cfg.runtime.backend,
+                                   dask_address=cfg.runtime.dask_address, desc=f"{name}: {len(jobs)} series")
+                oof.forecasts[name] = np.concatenate([r["oof"] for r in res])
+                oof.backtests[name] = np.concatenate([r["oof_bt"] for r in res])
+                test_fc[name] = np.concatenate([r["test"] for r in res])
+                test_bt[name] = np.concatenate([r["test_bt"] for r in res])
+                train_fc[name] = np.concatenate([r["test_train"] for r in res])
+                prod_fc[name] = np.concatenate([r["prod"] for r in res])
+                prod_bt[name] = np.concatenate([r["prod_bt"] for r in res])
+                n_fb = sum(r["fallback"] for r in res)
+                notes[name] = f"fitted per series ({panel.n_series} tasks); {n_fb} fell back to seasonal naive"
+            else:
+                _fit_global(name, cfg, panel, spec, steps, folds, ctx, bt_ctx, test_ctx, last_ctx, oof, test_fc,
+                            test_bt, train_fc, prod_fc, prod_bt)
+                notes[name] = f"one global fit across {panel.n_series} series per stage"
+        except HybridInputError:
+            raise
+        except Exception as exc:  # a failing member never stops the run
+            logger.warning("member %s failed at H=%d: %s: %s", name, H, type(exc).__name__, exc)
+            failed[name] = f"{type(exc).__name__}: {exc}"
+            for d in (oof.forecasts, oof.backtests, test_fc, test_bt, train_fc, prod_fc, prod_bt):
+                d.pop(name, None)
+        seconds[name] = round(time.perf_counter() - t0, 3)
+        if bar is not None:
+            bar.update()
+    ok = [n for n in names if n in oof.forecasts]
+    if not ok:
+        raise RuntimeError(f"every member failed at horizon {H}; see the warnings above.")
+    gate = sanity_gate(oof, ok, baseline_mse(oof, spec, [0]), cfg.stack.gate_ratio, CHANNELS)
+    t0 = time.perf_counter()
+    deployment, oof_combined = deploy(cfg, oof, ok, gate, panel.periods.dominant, H, L, steps, [0], CHANNELS, ok)
+    seconds["combine"] = round(time.perf_counter() - t0, 3)
+
+    t0 = time.perf_counter()
+    board, board_train = Scoreboard(CHANNELS), Scoreboard(CHANNELS)
+    sq_err: dict[str, list[np.ndarray]] = {}
+    for i in range(0, len(test_ctx), cfg.stack.chunk_windows):
+        sl = slice(i, i + cfg.stack.chunk_windows)
+        fc = {n: test_fc[n][sl] for n in ok}
+        combos = deployment.all_combinations(test_ctx[sl], fc, {n: test_bt[n][sl] for n in ok})
+        for n, f in {**fc, **combos}.items():
+            board.add(n, f, test_tgt[sl])
+            sq_err.setdefault(n, []).append(((f.astype(np.float64) - test_tgt[sl]) ** 2).mean(axis=(1, 2)))
+        for n in ok:
+            board_train.add(n, train_fc[n][sl], test_tgt[sl])
+        if deployment.bands is not None:
+            sigma = spread_of(deployment.bands.normaliser, test_ctx[sl], member_spread([fc[m] for m in ok]), H)
+            board.add_bands(COMBINED, test_tgt[sl], {lv: deployment.bands.band(combos[COMBINED], sigma, lv)
+                                                     for lv in deployment.bands.levels})
+            for n, b in deployment.member_bands.items():
+                board.add_bands(n, test_tgt[sl], {lv: b.band(fc[n], sigma, lv) for lv in b.levels})
+    seconds["test"] = round(time.perf_counter() - t0, 3)
+    seconds["total"] = round(time.perf_counter() - t_start, 3)
+
+    metrics: dict[str, dict[str, Any]] = {}
+    for n in ok:
+        metrics[n] = {"oof": oof.scores(n, CHANNELS), "test": board.scores(n), "test_train_only": board_train.scores(n)}
+    for n, score in oof_combined.items():
+        if n in board.tallies:
+            metrics[n] = {"oof": score, "test": board.scores(n)}
+    metrics[COMBINED]["router"] = deployment.mode
+    if deployment.fallback:
+        metrics[COMBINED]["fallback"] = deployment.fallback
+    entry = {
+        "metrics": metrics,
+        "members": {n: {"fit": notes[n]} for n in ok},
+        "failed": failed,
+        "oof_windows": len(oof.starts),
+        "test_windows": len(test_ctx),
+        "combiner": {"mode": deployment.mode, "used": deployment.used, "fallback": deployment.fallback,
+                     "fallback_reason": deployment.fallback_reason, "members": deployment.members,
+                     "static": _weights(deployment.static, deployment.members, CHANNELS)},
+        "gate": gate.to_dict(CHANNELS),
+        "seconds": seconds,
+    }
+    errors = {n: np.concatenate(e) for n, e in sq_err.items()}
+    per_series = pd.DataFrame({"unique_id": np.array(panel.ids)[series_of_test], **errors}).groupby(
+        "unique_id", sort=False).mean()
+    per_series.insert(0, "test_windows", np.bincount(series_of_test, minlength=panel.n_series))
+    per_series.insert(0, "horizon", H)
+    return PanelHorizon(H, entry, production_frame(panel, deployment, last_ctx, prod_fc, prod_bt, H),
+                        per_series.reset_index())
+
+
+def _fit_global(name: str, cfg: Config, panel: Panel, spec: TaskSpec, steps: int, folds: np.ndarray,
+                ctx: np.ndarray, bt_ctx: np.ndarray, test_ctx: np.ndarray, last_ctx: np.ndarray, oof: OOFWindows,
+                test_fc: dict, test_bt: dict, train_fc: dict, prod_fc: dict, prod_bt: dict) -> None:
+    """One member fitted across every series at every stage; its forecasts go into the dicts given."""
+    L, H = spec.context_length, spec.horizon
+    member = make_member(name, cfg)
+    n_folds = panel.plans[0].n_folds
+    val = panel.segments("val")
+    trains = [panel.segments("train"), *(panel.fold_segments(k, L + H) for k in range(n_folds)),
+              panel.segments("trainval"), panel.segments("all")]
+    if hasattr(member, "fit_many"):
+        selection, *rest = member.fit_many(trains, val, spec)
+    else:
+        selection = member.fit(trains[0], None, spec)
+        rest = [selection.frozen().fit(t, None, spec) for t in trains[1:]]
+    fold_fits, refit, production = rest[:n_folds], rest[n_folds], rest[n_folds + 1]
+    refit = refit if cfg.task.refit == "train+val" else selection
+    f = np.empty((len(ctx), 1, H), np.float32)
+    b = np.empty((len(ctx), 1, steps), np.float32)
+    for k in np.unique(folds):
+        rows = np.flatnonzero(folds == k)
+        f[rows], b[rows] = _stage_forecasts(fold_fits[int(k)], ctx[rows], H, steps)
+    oof.forecasts[name], oof.backtests[name] = f, b
+    test_fc[name], test_bt[name] = _stage_forecasts(refit, test_ctx, H, steps)
+    train_fc[name] = predict_many(selection, test_ctx, H) if refit is not selection else test_fc[name]
+    prod_fc[name], prod_bt[name] = _stage_forecasts(production, last_ctx, H, steps)
+
+
+def production_frame(panel: Panel, deployment: Deployment, last_ctx: np.ndarray, fc: dict[str, np.ndarray],
+                     bt: dict[str, np.ndarray], H: int) -> pd.DataFrame:
+    """The H steps after every series' end: ``unique_id, ds, hybrid``, its bands, each member and its weight."""
+    fc = {n: fc[n] for n in deployment.members}
+    _, W = deployment.features_and_weights(last_ctx, fc, {n: bt[n] for n in deployment.members if n in bt})
+    combined = deployment.combine(fc, W)  # [S, 1, H]
+    mean, scale = panel.mean[:, None], panel.scale[:, None]
+    cols: dict[str, Any] = {
+        "unique_id": np.repeat(panel.ids, H),
+        "ds": np.concatenate([future_timestamps(t, H, panel.freq) for t in panel.last]),
+        COMBINED: (combined[:, 0] * scale + mean).ravel(),
+    }
+    if deployment.bands is not None:
+        sigma = spread_of(deployment.bands.normaliser, last_ctx, member_spread(list(fc.values())), H)
+        for lv in deployment.bands.levels:
+            lo, hi = deployment.bands.band(combined, sigma, lv)
+            cols[f"{COMBINED}-lo-{lv:g}"] = (lo[:, 0] * scale + mean).ravel()
+            cols[f"{COMBINED}-hi-{lv:g}"] = (hi[:, 0] * scale + mean).ravel()
+    for k, n in enumerate(deployment.members):
+        cols[n] = (fc[n][:, 0] * scale + mean).ravel()
+        cols[f"weight:{n}"] = np.repeat(W[:, 0, k], H)
+    return pd.DataFrame(cols)
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def fit_panel(cfg: Config, source: str, frame: pd.DataFrame, horizons: tuple[int, ...],
+              run_dir: str | Path | None = None, overwrite: bool = False) -> tuple[Path, dict[str, Any]]:
+    """``hybrid fit`` on many series: cross-fit, combine, score and write a run directory (see the module docstring)."""
+    t_start = time.perf_counter()
+    for name in cfg.task.members:
+        if uses_references(make_member(name, cfg)):
+            raise HybridInputError(f"member {name} (the Time-LLM core) does not run on many-series (long) data yet; "
+                                   "drop it from task.members (e.g. --members linear,nlinear,dlinear,ets).")
+    panel = load_panel(source, cfg, max(horizons), frame)
+    names = expand_period_experts(cfg.task.members, cfg.task.period_experts, panel.periods.dominant,
+                                  cfg.task.context_length)
+    results: dict[int, PanelHorizon] = {}
+    bar = tqdm(total=len(horizons) * len(names), desc="fit", unit="member", disable=not cfg.runtime.progress)
+    for H in horizons:
+        results[H] = fit_horizon(cfg, panel, names, H, bar)
+    bar.close()
+    lengths = panel.lengths()
+    manifest: dict[str, Any] = {
+        "complete": True,
+        "format": FORMAT,
+        "layout": "panel",
+        "created": pd.Timestamp.now("UTC").isoformat(timespec="seconds"),
+        "dataset": panel.name,
+        "source": panel.source,
+        "columns": CHANNELS,
+        "output_columns": CHANNELS,
+        "target": "y",
+        "features": "S",
+        "freq": panel.freq,
+        "n_rows": int(panel.offsets[-1]),
+        "n_series": panel.n_series,
+        "series_rows": {"min": int(lengths.min()), "median": float(np.median(lengths)), "max": int(lengths.max())},
+        "context_length": cfg.task.context_length,
+        "horizons": list(horizons),
+        "split": {"kind": "ratio, per series", "ratios": list(cfg.data.split_ratios)},
+        "periods": panel.periods.to_dict(),
+        "cross_fit": {"folds": cfg.stack.folds, "scheme": "blocked folds per series; fold k of the panel is fold k "
+                      "of every series", "max_windows": cfg.stack.max_windows},
+        "members": {n: {"status": "failed" if any(n in r.entry["failed"] for r in results.values()) else "ok",
+                        "fit_seconds": {str(H): r.entry["seconds"].get(n) for H, r in results.items()}}
+                    for n in names},
+        "results": {str(H): r.entry for H, r in results.items()},
+        "config": cfg.to_dict(),
+        "versions": _versions(),
+        "seed": cfg.task.seed,
+    }
+    with artifacts.staged_run_dir(run_dir, panel.name, overwrite=overwrite) as (stage, final):
+        pd.concat([r.forecast.assign(horizon=H) for H, r in results.items()]).to_csv(stage / FORECAST_FILE, index=False)
+        pd.concat([r.series_scores for r in results.values()]).to_csv(stage / SERIES_SCORES, index=False)
+        manifest["fit_seconds_total"] = round(time.perf_counter() - t_start, 2)
+        artifacts.write_json(stage / artifacts.MANIFEST, manifest)
+    if run_dir is None:
+        artifacts.point_latest(final)
+    logger.info("run written to %s", final)
+    return final, manifest
+
+
+def panel_forecast(run_dir: Path, manifest: dict[str, Any], horizon: int | None, data: str | None
+                   ) -> tuple[pd.DataFrame, int]:
+    """``hybrid forecast`` for a panel run: the production forecasts made at fit time, cut to ``horizon``."""
+    if data is not None:
+        raise HybridInputError("--data is not supported for a many-series (long) run: its forecasts are made at fit "
+                               "time from each series' end; fit again on the longer file.")
+    fitted = choose_horizon(horizon, manifest["horizons"])
+    frame = pd.read_csv(run_dir / FORECAST_FILE)
+    frame = frame[frame["horizon"] == fitted].drop(columns="horizon")
+    frame = frame.groupby("unique_id", sort=False).head(horizon or fitted)
+    return frame.reset_index(drop=True), fitted

@@ -1,0 +1,121 @@
+"""Many series in long format as many series (hybrid.panel): per-series splits and scaling, global and local members."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hybrid.cli import main
+from tests.conftest import make_frame
+
+FAST = ["--context-length", "48", "--horizon", "12", "--set", "runtime.progress=false", "--set", "runtime.n_jobs=1"]
+
+
+def _long(series: dict[str, tuple[str, np.ndarray]]) -> pd.DataFrame:
+    """uid -> (first timestamp, values) as a long frame, hourly."""
+    return pd.concat([pd.DataFrame({"unique_id": uid, "ds": pd.date_range(start, periods=len(y), freq="h"), "y": y})
+                      for uid, (start, y) in series.items()], ignore_index=True)
+
+
+def _test_scores(run: Path, horizon: str = "12") -> dict[str, float]:
+    metrics = json.loads((run / "manifest.json").read_text())["results"][horizon]["metrics"]
+    return {n: s["test"]["mse"] for n, s in metrics.items()}
+
+
+def test_a_panel_of_rescaled_copies_scores_as_the_series_alone(tmp_path):
+    """Per-series scaling and a global fit: two copies of one series (one x8, later in time) give every member the
+    same test scores as the series fitted alone (the same split, folds and windows). x8 is exact in floating point;
+    other factors move the float32 values a little, and ETS's optimiser with them."""
+    y = make_frame(n=600, channels=1)["c0"].to_numpy()
+    wide = tmp_path / "one.csv"
+    pd.DataFrame({"date": pd.date_range("2021-01-01", periods=600, freq="h"), "a": y}).to_csv(wide, index=False)
+    panel = tmp_path / "two.csv"
+    _long({"a": ("2021-01-01", y), "b": ("2021-03-01", 8 * y)}).to_csv(panel, index=False)
+    args = [*FAST, "--members", "linear,nlinear,ets", "--overwrite"]
+    assert main(["fit", "--data", str(wide), "--run-dir", "one", *args]) == 0
+    assert main(["fit", "--data", str(panel), "--run-dir", "two", *args]) == 0
+    manifest = json.loads(Path("two/manifest.json").read_text())
+    assert manifest["layout"] == "panel" and manifest["n_series"] == 2
+    alone, pooled = _test_scores(Path("one")), _test_scores(Path("two"))
+    for name in ("linear", "nlinear", "ets"):
+        assert pooled[name] == pytest.approx(alone[name], rel=1e-4), name
+    series = pd.read_csv("two/series_scores.csv")
+    assert series.set_index("unique_id").loc["b", "linear"] == pytest.approx(alone["linear"], rel=1e-4)
+
+
+def test_fit_forecast_evaluate_on_series_of_different_lengths(capsys, tmp_path):
+    rng = np.random.default_rng(1)
+    lengths = {"north": 300, "south": 420, "east": 360}
+    starts = {"north": "2022-01-01", "south": "2022-02-10 05:00", "east": "2021-12-20"}
+    series = {}
+    for uid, n in lengths.items():
+        t = np.arange(n)
+        series[uid] = (starts[uid], 50 + rng.uniform(1, 20) * np.sin(2 * np.pi * t / 24) + rng.normal(0, 1, n))
+    path = tmp_path / "stores.csv"
+    _long(series).sample(frac=1, random_state=0).to_csv(path, index=False)  # rows in any order
+    assert main(["fit", "--data", str(path), *FAST, "--members", "seasonal_naive,linear,ets"]) == 0
+    out = capsys.readouterr().out
+    assert "3 series" in out and "hybrid" in out
+    manifest = json.loads(Path("runs/latest/manifest.json").read_text())
+    entry = manifest["results"]["12"]
+    # every test window of every series, from each series' own 70/10/20 split: int(0.2 T) - H + 1 each
+    assert entry["test_windows"] == sum(int(n * 0.2) - 12 + 1 for n in lengths.values())
+    assert entry["members"]["ets"]["fit"].startswith("fitted per series (3 tasks)")
+    assert entry["members"]["linear"]["fit"].startswith("one global fit")
+    assert entry["metrics"]["hybrid"]["test"]["mse"] <= entry["metrics"]["seasonal_naive"]["test"]["mse"]
+
+    assert main(["forecast", "--horizon", "6"]) == 0
+    fc = pd.read_csv("runs/latest/forecast-h6.csv", parse_dates=["ds"])
+    assert len(fc) == 3 * 6 and set(fc["unique_id"]) == set(lengths)
+    for uid, n in lengths.items():
+        rows = fc[fc["unique_id"] == uid]
+        assert rows["ds"].iloc[0] == pd.Timestamp(starts[uid]) + pd.Timedelta(hours=n)  # after its own end
+        assert rows["hybrid"].between(20, 80).all()  # at the series' level, in its own units
+        assert (rows["hybrid-lo-80"] <= rows["hybrid"]).all() and (rows["hybrid"] <= rows["hybrid-hi-80"]).all()
+    weights = fc.filter(like="weight:")
+    assert np.allclose(weights.sum(axis=1), 1.0)
+    capsys.readouterr()
+    assert main(["evaluate", "--json"]) == 0
+    assert "hybrid" in json.loads(capsys.readouterr().out)["horizons"]["12"]
+    assert main(["forecast", "--data", str(path)]) == 2
+    assert "many-series" in capsys.readouterr().err
+
+
+def test_aligned_long_file_is_one_multichannel_series(tmp_path):
+    y = make_frame(n=400, channels=1)["c0"].to_numpy()
+    path = tmp_path / "aligned.csv"
+    _long({"a": ("2021-01-01", y), "b": ("2021-01-01", y[::-1].copy())}).to_csv(path, index=False)
+    assert main(["fit", "--data", str(path), *FAST, "--members", "linear"]) == 0
+    manifest = json.loads(Path("runs/latest/manifest.json").read_text())
+    assert "layout" not in manifest and manifest["columns"] == ["a", "b"]
+
+
+@pytest.mark.parametrize(("bad", "extra", "needle"), [
+    ("short", [], "unique_id short"),
+    ("constant", [], "unique_id flat is constant"),
+    ("nan", [], "unique_id holes"),
+    ("ok", ["--members", "linear,timellm"], "does not run on many-series"),
+    ("ok", ["--set", "data.layout=columns"], "data.layout must be"),
+])
+def test_bad_panels_exit_2_naming_the_series(capsys, tmp_path, bad, extra, needle):
+    rng = np.random.default_rng(2)
+    series = {"a": ("2021-01-01", rng.normal(size=300)), "b": ("2021-02-01", rng.normal(size=360))}
+    if bad == "short":
+        series["short"] = ("2021-01-05", rng.normal(size=40))
+    if bad == "constant":
+        series["flat"] = ("2021-01-05", np.full(300, 3.0))
+    if bad == "nan":
+        y = rng.normal(size=300)
+        y[100] = np.nan
+        series["holes"] = ("2021-01-05", y)
+    path = tmp_path / "bad.csv"
+    _long(series).to_csv(path, index=False)
+    args = ["fit", "--data", str(path), *FAST, *(extra or ["--members", "linear"])]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1
+    assert not Path("runs").exists() or not any(Path("runs").iterdir())  # nothing written half-way
