@@ -1,7 +1,8 @@
 """The classical members on a real Dask cluster: a scheduler and two workers, each its own process, on 127.0.0.1.
 
 ARIMA and ETS fitted through ``runtime.backend: dask`` + ``runtime.dask_address`` give the same forecasts as
-loky, and so does ``hybrid fit`` end to end; an address nobody listens on is one error line and exit code 2.
+loky, and so does ``hybrid fit`` end to end, on one wide series and on many series in long format; an address
+nobody listens on is one error line and exit code 2.
 """
 
 from __future__ import annotations
@@ -158,6 +159,32 @@ def test_cli_fit_on_a_dask_cluster_matches_loky(cluster: str, tmp_path: Path) ->
     assert dask["config"]["runtime"]["dask_address"] == cluster
     want, got = _test_metrics(loky), _test_metrics(dask)
     assert set(got) == set(want) and {k.split("/")[1] for k in want} >= {"arima", "ets", "hybrid"}
+    for key, scores in want.items():
+        np.testing.assert_allclose([got[key]["mse"], got[key]["mae"]], [scores["mse"], scores["mae"]], rtol=1e-10,
+                                   err_msg=key)
+
+
+def test_many_series_on_a_dask_cluster_match_loky(cluster: str, tmp_path: Path) -> None:
+    """A long file of series with different lengths: ETS fitted per series as cluster tasks, as on loky."""
+    import json
+
+    import pandas as pd
+
+    frame = make_frame(n=600, channels=3)
+    rows = [pd.DataFrame({"unique_id": f"s{j}", "ds": frame["date"].iloc[j * 40 :], "y": frame[f"c{j}"].iloc[j * 40 :]})
+            for j in range(3)]  # series of 600, 560 and 520 rows, each starting later
+    csv = tmp_path / "panel.csv"
+    pd.concat(rows).to_csv(csv, index=False)
+    base = ["fit", "--data", str(csv), "--context-length", str(L), "--horizon", str(H), "--members", "linear,ets",
+            "--set", "runtime.progress=false", "--set", "stack.folds=2", "--set", "ets.maxiter=50"]
+    assert main([*base, "--run-dir", "loky"]) == 0
+    assert main([*base, "--run-dir", "dask", "--set", "runtime.backend=dask",
+                 "--set", f"runtime.dask_address={cluster}"]) == 0
+    loky, dask = (json.loads((tmp_path / d / "manifest.json").read_text()) for d in ("loky", "dask"))
+    assert dask["layout"] == "panel" and dask["n_series"] == 3
+    assert dask["results"][str(H)]["members"]["ets"]["fit"].startswith("fitted per series (3 tasks)")
+    want, got = _test_metrics(loky), _test_metrics(dask)
+    assert set(got) == set(want)
     for key, scores in want.items():
         np.testing.assert_allclose([got[key]["mse"], got[key]["mae"]], [scores["mse"], scores["mae"]], rtol=1e-10,
                                    err_msg=key)
