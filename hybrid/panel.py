@@ -327,7 +327,9 @@ def fit_horizon(cfg: Config, panel: Panel, names: tuple[str, ...], H: int, bar: 
     spec = TaskSpec(context_length=L, horizon=H, freq=panel.freq, periods=panel.periods.dominant, seed=cfg.task.seed,
                     n_jobs=1, backend=cfg.runtime.backend, dask_address=cfg.runtime.dask_address,
                     channel_names=("y",), description=cfg.data.description)
-    cap = 0 if cfg.stack.max_windows == 0 else max(1, cfg.stack.max_windows // panel.n_series)
+    # stack.max_windows shared out over the series, but at least one window per fold of each series: with fewer, a
+    # series' few windows would all fall in its first folds and leave-one-fold-out would have folds without windows
+    cap = 0 if cfg.stack.max_windows == 0 else max(cfg.stack.folds, cfg.stack.max_windows // panel.n_series)
     starts = [plan.sample_starts(H, cap) for plan in panel.plans]
     folds = np.concatenate([plan.fold_of(s) for plan, s in zip(panel.plans, starts, strict=True)])
     ctx, tgt = _windows_of(panel, starts, L, H)

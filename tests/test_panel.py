@@ -85,6 +85,18 @@ def test_fit_forecast_evaluate_on_series_of_different_lengths(capsys, tmp_path):
     assert "many-series" in capsys.readouterr().err
 
 
+def test_every_fold_keeps_out_of_fold_windows_when_series_outnumber_the_window_budget(tmp_path):
+    """stack.max_windows shared out over many series leaves each at least one window per fold."""
+    rng = np.random.default_rng(3)
+    series = {f"s{i}": (f"2021-01-{1 + i:02d}", rng.normal(size=260 + 10 * i)) for i in range(4)}
+    path = tmp_path / "many.csv"
+    _long(series).to_csv(path, index=False)
+    assert main(["fit", "--data", str(path), *FAST, "--members", "linear,nlinear", "--set", "stack.max_windows=4"]) == 0
+    entry = json.loads(Path("runs/latest/manifest.json").read_text())["results"]["12"]
+    assert entry["oof_windows"] == 4 * 5
+    assert sorted(entry["metrics"]["linear"]["oof"]["by_fold"]) == ["0", "1", "2", "3", "4"]
+
+
 def test_aligned_long_file_is_one_multichannel_series(tmp_path):
     y = make_frame(n=400, channels=1)["c0"].to_numpy()
     path = tmp_path / "aligned.csv"
