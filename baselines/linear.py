@@ -248,11 +248,21 @@ class RidgeLinear:
         ranges = [[(s.start, s.start + len(s) - L - H + 1, s) for s in segs] for segs in sets]
         cuts = sorted({b for rs in ranges for lo, hi, _ in rs for b in (lo, hi)})
         totals = [_Stats() for _ in sets]
+        # A set's segments do not overlap: the range holding a piece is the last one starting at or before it
+        # (a binary search per set, so that many series, thousands of segments per set, stay one linear pass).
+        ranges = [sorted(rs, key=lambda r: r[0]) for rs in ranges]
+        firsts = [np.array([a for a, _, _ in rs], dtype=np.int64) for rs in ranges]
+
+        def holder(i: int, lo: int, hi: int) -> Segment | None:
+            j = int(np.searchsorted(firsts[i], lo, side="right")) - 1
+            return ranges[i][j][2] if j >= 0 and hi <= ranges[i][j][1] else None
+
         for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
-            owners = [i for i, rs in enumerate(ranges) if any(a <= lo and hi <= b for a, b, _ in rs)]
+            held = [(i, holder(i, lo, hi)) for i in range(len(sets))]
+            owners = [i for i, seg in held if seg is not None]
             if not owners:
                 continue
-            seg = next(s for a, b, s in ranges[owners[0]] if a <= lo and hi <= b)
+            seg = held[owners[0]][1]
             piece = Segment(seg.values[lo - seg.start : hi - seg.start + L + H - 1], lo)
             st = self._stats([piece], L, H)
             for i in owners:

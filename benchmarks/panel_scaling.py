@@ -166,9 +166,14 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/panel_scaling.md")
     parser.add_argument("--plot", default="benchmarks/plots/panel_scaling.png")
     parser.add_argument("--raw", default="", help="JSON lines of every size (appended)")
+    parser.add_argument("--table-only", action="store_true",
+                        help="rebuild the table and plot from --raw (the last record of each size) and stop")
     args = parser.parse_args()
     records = []
-    for n in (int(x) for x in args.sizes.split(",")):
+    if args.table_only:
+        by_size = {r["series"]: r for r in map(json.loads, Path(args.raw).read_text().splitlines())}
+        records = [by_size[n] for n in sorted(by_size)]
+    for n in ([] if args.table_only else (int(x) for x in args.sizes.split(","))):
         rec = run_size(n, args.members, args.n_jobs, args.context_length, args.horizon, args.folds)
         print(json.dumps(rec), flush=True)
         records.append(rec)
@@ -177,7 +182,7 @@ def main() -> None:
                 f.write(json.dumps(rec) + "\n")
     meta = {"cpu": cpu_model(), "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d"), "members": args.members,
             "L": args.context_length, "H": args.horizon, "folds": args.folds, "n_jobs": args.n_jobs,
-            "command": "python benchmarks/panel_scaling.py " + " ".join(sys.argv[1:])}
+            "command": "python benchmarks/panel_scaling.py " + " ".join(a for a in sys.argv[1:] if a != "--table-only")}
     Path(args.out).write_text(to_markdown(records, meta))
     if len(records) > 1:
         plot(records, Path(args.plot))
