@@ -144,6 +144,8 @@ def plot(records: list[dict], path: Path) -> None:
     ax.loglog(n, s[0] * n / n[0], "--", color="grey", label="linear growth from the smallest size")
     for name in records[0]["member_s"]:
         ax.loglog(n, [max(r["member_s"][name], 1e-2) for r in records], ":", marker=".", label=f"{name} (all stages)")
+    ax.set_xticks(n, [str(int(x)) for x in n])
+    ax.minorticks_off()
     ax.set_xlabel("number of series")
     ax.set_ylabel("seconds")
     ax.set_title("hybrid fit on many series, 2 loky workers")
