@@ -24,9 +24,12 @@ starts or ends) is not pivoted into a wide table that would have to align:
   ``hybrid forecast`` serves that table (``forecast.csv``, long format, with
   the bands and each member's weight per series).
 
-Not in panel mode: the Time-LLM core (its reference tokens look forecasts up
-by row in one series), and forecasting from new data (``--data`` with a
-panel run): fit again on the longer file.
+The Time-LLM core runs across series (a global model, every stage fitted on
+every series' windows, early-stopped on every series' validation part) only
+without references (``core.references`` and ``core.classical_text`` false):
+its reference tokens look forecasts up by row of one series. Not in panel
+mode: forecasting from new data (``--data`` with a panel run): fit again on
+the longer file.
 """
 
 from __future__ import annotations
@@ -453,8 +456,8 @@ def _fit_global(name: str, cfg: Config, panel: Panel, spec: TaskSpec, steps: int
               panel.segments("trainval"), panel.segments("all")]
     if hasattr(member, "fit_many"):
         selection, *rest = member.fit_many(trains, val, spec)
-    else:
-        selection = member.fit(trains[0], None, spec)
+    else:  # the naive members ignore val; the core (alone, across series) early-stops on every series' val part
+        selection = member.fit(trains[0], val, spec)
         rest = [selection.frozen().fit(t, None, spec) for t in trains[1:]]
     fold_fits, refit, production = rest[:n_folds], rest[n_folds], rest[n_folds + 1]
     refit = refit if cfg.task.refit == "train+val" else selection
@@ -501,9 +504,11 @@ def fit_panel(cfg: Config, source: str, frame: pd.DataFrame, horizons: tuple[int
     """``hybrid fit`` on many series: cross-fit, combine, score and write a run directory (see the module docstring)."""
     t_start = time.perf_counter()
     for name in cfg.task.members:
-        if uses_references(make_member(name, cfg)):
-            raise HybridInputError(f"member {name} (the Time-LLM core) does not run on many-series (long) data yet; "
-                                   "drop it from task.members (e.g. --members linear,nlinear,dlinear,ets).")
+        if uses_references(make_member(name, cfg)) and (cfg.core.references or cfg.core.classical_text):
+            raise HybridInputError(
+                f"member {name} (the Time-LLM core) runs on many series only without references (they are looked up "
+                "by row of one series): add --set core.references=false --set core.classical_text=false, or drop it."
+            )
     panel = load_panel(source, cfg, max(horizons), frame)
     names = expand_period_experts(cfg.task.members, cfg.task.period_experts, panel.periods.dominant,
                                   cfg.task.context_length)

@@ -265,8 +265,11 @@ class TimeLLM:
 
         val_set = None
         if stop_after is None and val is not None:
-            val_seg = val if isinstance(val, Segment) else Segment(np.asarray(val, dtype=np.float32))
-            val_set = WindowSet([val_seg], L, H)
+            if isinstance(val, Segment | np.ndarray):
+                val_segs = [val if isinstance(val, Segment) else Segment(np.asarray(val, dtype=np.float32))]
+            else:  # several validation parts (many series): windows never span two of them
+                val_segs = [v for v in val if len(v) >= L + H]
+            val_set = WindowSet(val_segs, L, H)
             if len(val_set) == 0:
                 val_set = None
         if stop_after is None and val_set is None:

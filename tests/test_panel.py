@@ -97,6 +97,28 @@ def test_every_fold_keeps_out_of_fold_windows_when_series_outnumber_the_window_b
     assert sorted(entry["metrics"]["linear"]["oof"]["by_fold"]) == ["0", "1", "2", "3", "4"]
 
 
+def test_the_core_alone_is_a_global_model_across_series(tmp_path):
+    """The core without references (no language model here) trains across every series and joins the vote."""
+    pytest.importorskip("torch")
+    rng = np.random.default_rng(4)
+    series = {}
+    for i, n in enumerate((300, 340, 380)):
+        t = np.arange(n)
+        series[f"s{i}"] = (f"2021-01-{1 + 3 * i:02d}", 5 + 2 * np.sin(2 * np.pi * t / 24 + i) + rng.normal(0, 0.3, n))
+    path = tmp_path / "core.csv"
+    _long(series).to_csv(path, index=False)
+    core = ["--set", "core.backbone=none", "--set", "core.references=false", "--set", "core.classical_text=false",
+            "--set", "core.epochs=2", "--set", "core.max_train_windows=256", "--set", "core.max_val_windows=128",
+            "--set", "core.d_model=8", "--set", "core.patch_len=8", "--set", "core.stride=4", "--set", "stack.folds=2"]
+    assert main(["fit", "--data", str(path), *FAST, "--members", "linear,timellm", *core]) == 0
+    entry = json.loads(Path("runs/latest/manifest.json").read_text())["results"]["12"]
+    assert entry["members"]["timellm"]["fit"].startswith("one global fit across 3 series")
+    scores = entry["metrics"]["timellm"]
+    assert np.isfinite(scores["test"]["mse"]) and sorted(scores["oof"]["by_fold"]) == ["0", "1"]
+    assert entry["metrics"]["hybrid"]["test"]["mse"] < entry["metrics"]["equal"]["test"]["mse"] * 1.5
+    assert main(["fit", "--data", str(path), *FAST, "--members", "linear,timellm", "--set", "core.backbone=none"]) == 2
+
+
 def test_aligned_long_file_is_one_multichannel_series(tmp_path):
     y = make_frame(n=400, channels=1)["c0"].to_numpy()
     path = tmp_path / "aligned.csv"
@@ -110,7 +132,7 @@ def test_aligned_long_file_is_one_multichannel_series(tmp_path):
     ("short", [], "unique_id short"),
     ("constant", [], "unique_id flat is constant"),
     ("nan", [], "unique_id holes"),
-    ("ok", ["--members", "linear,timellm"], "does not run on many-series"),
+    ("ok", ["--members", "linear,timellm"], "runs on many series only without references"),
     ("ok", ["--set", "data.layout=columns"], "data.layout must be"),
 ])
 def test_bad_panels_exit_2_naming_the_series(capsys, tmp_path, bad, extra, needle):
