@@ -281,7 +281,8 @@ def local_task(job: SeriesJob, name: str, cfg: Config, spec: TaskSpec, steps: in
     Keys: ``oof`` / ``oof_bt`` (the out-of-fold windows ``job.starts``),
     ``test`` / ``test_bt`` / ``test_train`` (every test window), ``prod`` /
     ``prod_bt`` (the window ending at the series' end), ``fallback`` (the
-    selection fit fell back to seasonal naive).
+    selection fit fell back to seasonal naive), ``fold_fallbacks`` (how many
+    fold fits did: short series leave folds few training points).
     """
     L, H = spec.context_length, spec.horizon
     y, sp, plan = job.values, job.split, job.plan
@@ -300,10 +301,13 @@ def local_task(job: SeriesJob, name: str, cfg: Config, spec: TaskSpec, steps: in
     test_ctx = np.ascontiguousarray(windows(y[sp.test_start : sp.test_end], L, H)[0])
     test, test_bt = _stage_forecasts(refit, test_ctx, H, steps)
     prod, prod_bt = _stage_forecasts(production, np.ascontiguousarray(y[-L:].T[None]), H, steps)
-    status = getattr(selection, "channel_status_", [{}])[0].get("status", "ok")
+    def fell_back(member: Forecaster) -> bool:
+        return getattr(member, "channel_status_", [{}])[0].get("status", "ok") != "ok"
+
     return {"oof": oof, "oof_bt": oof_bt, "test": test, "test_bt": test_bt,
             "test_train": predict_many(selection, test_ctx, H) if refit is not selection else test,
-            "prod": prod, "prod_bt": prod_bt, "fallback": status != "ok"}
+            "prod": prod, "prod_bt": prod_bt, "fallback": fell_back(selection),
+            "fold_fallbacks": sum(map(fell_back, folds))}
 
 
 @dataclass
@@ -369,8 +373,9 @@ def fit_horizon(cfg: Config, panel: Panel, names: tuple[str, ...], H: int, bar: 
                 train_fc[name] = np.concatenate([r["test_train"] for r in res])
                 prod_fc[name] = np.concatenate([r["prod"] for r in res])
                 prod_bt[name] = np.concatenate([r["prod_bt"] for r in res])
-                n_fb = sum(r["fallback"] for r in res)
-                notes[name] = f"fitted per series ({panel.n_series} tasks); {n_fb} fell back to seasonal naive"
+                n_fb, n_folds = sum(r["fallback"] for r in res), sum(r["fold_fallbacks"] for r in res)
+                notes[name] = (f"fitted per series ({panel.n_series} tasks); {n_fb} fell back to seasonal naive, and "
+                               f"{n_folds} of {panel.n_series * panel.plans[0].n_folds} fold fits")
             else:
                 _fit_global(name, cfg, panel, spec, steps, folds, ctx, bt_ctx, test_ctx, last_ctx, oof, test_fc,
                             test_bt, train_fc, prod_fc, prod_bt)

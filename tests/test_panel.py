@@ -65,6 +65,7 @@ def test_fit_forecast_evaluate_on_series_of_different_lengths(capsys, tmp_path):
     # every test window of every series, from each series' own 70/10/20 split: int(0.2 T) - H + 1 each
     assert entry["test_windows"] == sum(int(n * 0.2) - 12 + 1 for n in lengths.values())
     assert entry["members"]["ets"]["fit"].startswith("fitted per series (3 tasks)")
+    assert "of 15 fold fits" in entry["members"]["ets"]["fit"]  # 3 series x 5 folds, fallbacks counted
     assert entry["members"]["linear"]["fit"].startswith("one global fit")
     assert entry["metrics"]["hybrid"]["test"]["mse"] <= entry["metrics"]["seasonal_naive"]["test"]["mse"]
 
