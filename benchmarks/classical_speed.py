@@ -40,18 +40,11 @@ from kernel.contract import TaskSpec  # noqa: E402
 from kernel.periods import detect_periods  # noqa: E402
 from kernel.protocol import Scaler, make_split, mse_mae, windows  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import cpu_model  # noqa: E402
+
 L = 512
 HORIZONS = (96, 192, 336, 720)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def peak_rss_mb() -> tuple[float, float]:

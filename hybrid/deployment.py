@@ -19,7 +19,7 @@ import numpy as np
 
 from hybrid.artifacts import plain
 from hybrid.config import Config
-from hybrid.intervals import Bands, check_levels, fit_bands, member_spread
+from hybrid.intervals import Bands, check_levels, fit_bands, member_spread, spread_of
 from hybrid.stacking import Gate, OOFWindows, stack_set
 from router.fitting import fit_router
 from router.models import ROUTER_MODES
@@ -88,6 +88,23 @@ class Deployment:
         """(features or None, weights [n, Co, M] of ``hybrid``) for windows context [n, Co, L]."""
         X = self.features(context, forecasts, backtests)
         return X, self.mode_weights(self.used, X, context.shape[0])
+
+    def band_sets(self, context: np.ndarray, forecasts: dict[str, np.ndarray], combined: np.ndarray,
+                  members: bool = True) -> dict[str, dict[float, tuple[np.ndarray, np.ndarray]]]:
+        """Conformal bands, name -> level -> (lo, hi), of ``hybrid`` and (``members``) of each member; {} without bands.
+
+        ``context`` [n, Co, L] and ``forecasts`` (member -> [n, Co, H]) are the output channels' and
+        ``combined`` [n, Co, H] is ``hybrid``; one spread (sigma) serves every band.
+        """
+        if self.bands is None:
+            return {}
+        spread = member_spread([forecasts[m] for m in self.members])
+        sigma = spread_of(self.bands.normaliser, context, spread, combined.shape[-1])
+        out = {COMBINED: {lv: self.bands.band(combined, sigma, lv) for lv in self.bands.levels}}
+        if members:
+            out.update({n: {lv: b.band(forecasts[n], sigma, lv) for lv in b.levels}
+                        for n, b in self.member_bands.items()})
+        return out
 
     def combine(self, forecasts: dict[str, np.ndarray], weights: np.ndarray) -> np.ndarray:
         """sum_m w_m f_m: forecasts member -> [n, Co, H], weights [n, Co, M] -> [n, Co, H]."""

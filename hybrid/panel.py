@@ -52,7 +52,6 @@ from hybrid.config import Config
 from hybrid.crossfit import predict_many
 from hybrid.deployment import Deployment, deploy
 from hybrid.evaluation import Scoreboard
-from hybrid.intervals import member_spread, spread_of
 from hybrid.members import expand_period_experts, make_member, uses_references
 from hybrid.records import FORMAT, _versions, _weights
 from hybrid.stacking import OOFWindows, baseline_mse, sanity_gate
@@ -268,7 +267,7 @@ class SeriesJob:
     starts: np.ndarray  # out-of-fold window starts (rows of the series)
 
 
-def _stage_forecasts(member: Forecaster, context: np.ndarray, horizon: int, steps: int
+def _with_backtest(member: Forecaster, context: np.ndarray, horizon: int, steps: int
                      ) -> tuple[np.ndarray, np.ndarray]:
     """A member's forecasts of ``context`` and of its backtest (shifted) context."""
     return (predict_many(member, context, horizon),
@@ -297,10 +296,10 @@ def local_task(job: SeriesJob, name: str, cfg: Config, spec: TaskSpec, steps: in
     fold_of = plan.fold_of(job.starts)
     for k in np.unique(fold_of):
         rows = np.flatnonzero(fold_of == k)
-        oof[rows], oof_bt[rows] = _stage_forecasts(folds[int(k)], ctx[rows], H, steps)
+        oof[rows], oof_bt[rows] = _with_backtest(folds[int(k)], ctx[rows], H, steps)
     test_ctx = np.ascontiguousarray(windows(y[sp.test_start : sp.test_end], L, H)[0])
-    test, test_bt = _stage_forecasts(refit, test_ctx, H, steps)
-    prod, prod_bt = _stage_forecasts(production, np.ascontiguousarray(y[-L:].T[None]), H, steps)
+    test, test_bt = _with_backtest(refit, test_ctx, H, steps)
+    prod, prod_bt = _with_backtest(production, np.ascontiguousarray(y[-L:].T[None]), H, steps)
     def fell_back(member: Forecaster) -> bool:
         return getattr(member, "channel_status_", [{}])[0].get("status", "ok") != "ok"
 
@@ -410,12 +409,8 @@ def fit_horizon(cfg: Config, panel: Panel, names: tuple[str, ...], H: int, bar: 
             sq_err.setdefault(n, []).append(((f.astype(np.float64) - test_tgt[sl]) ** 2).mean(axis=(1, 2)))
         for n in ok:
             board_train.add(n, train_fc[n][sl], test_tgt[sl])
-        if deployment.bands is not None:
-            sigma = spread_of(deployment.bands.normaliser, test_ctx[sl], member_spread([fc[m] for m in ok]), H)
-            board.add_bands(COMBINED, test_tgt[sl], {lv: deployment.bands.band(combos[COMBINED], sigma, lv)
-                                                     for lv in deployment.bands.levels})
-            for n, b in deployment.member_bands.items():
-                board.add_bands(n, test_tgt[sl], {lv: b.band(fc[n], sigma, lv) for lv in b.levels})
+        for n, bands in deployment.band_sets(test_ctx[sl], fc, combos[COMBINED]).items():
+            board.add_bands(n, test_tgt[sl], bands)
     seconds["test"] = round(time.perf_counter() - t0, 3)
     seconds["total"] = round(time.perf_counter() - t_start, 3)
 
@@ -470,18 +465,18 @@ def _fit_global(name: str, cfg: Config, panel: Panel, spec: TaskSpec, steps: int
     b = np.empty((len(ctx), 1, steps), np.float32)
     for k in np.unique(folds):
         rows = np.flatnonzero(folds == k)
-        f[rows], b[rows] = _stage_forecasts(fold_fits[int(k)], ctx[rows], H, steps)
+        f[rows], b[rows] = _with_backtest(fold_fits[int(k)], ctx[rows], H, steps)
     oof.forecasts[name], oof.backtests[name] = f, b
-    test_fc[name], test_bt[name] = _stage_forecasts(refit, test_ctx, H, steps)
+    test_fc[name], test_bt[name] = _with_backtest(refit, test_ctx, H, steps)
     train_fc[name] = predict_many(selection, test_ctx, H) if refit is not selection else test_fc[name]
-    prod_fc[name], prod_bt[name] = _stage_forecasts(production, last_ctx, H, steps)
+    prod_fc[name], prod_bt[name] = _with_backtest(production, last_ctx, H, steps)
 
 
 def production_frame(panel: Panel, deployment: Deployment, last_ctx: np.ndarray, fc: dict[str, np.ndarray],
                      bt: dict[str, np.ndarray], H: int) -> pd.DataFrame:
     """The H steps after every series' end: ``unique_id, ds, hybrid``, its bands, each member and its weight."""
     fc = {n: fc[n] for n in deployment.members}
-    _, W = deployment.features_and_weights(last_ctx, fc, {n: bt[n] for n in deployment.members if n in bt})
+    _, W = deployment.features_and_weights(last_ctx, fc, bt)
     combined = deployment.combine(fc, W)  # [S, 1, H]
     mean, scale = panel.mean[:, None], panel.scale[:, None]
     cols: dict[str, Any] = {
@@ -489,12 +484,9 @@ def production_frame(panel: Panel, deployment: Deployment, last_ctx: np.ndarray,
         "ds": np.concatenate([future_timestamps(t, H, panel.freq) for t in panel.last]),
         COMBINED: (combined[:, 0] * scale + mean).ravel(),
     }
-    if deployment.bands is not None:
-        sigma = spread_of(deployment.bands.normaliser, last_ctx, member_spread(list(fc.values())), H)
-        for lv in deployment.bands.levels:
-            lo, hi = deployment.bands.band(combined, sigma, lv)
-            cols[f"{COMBINED}-lo-{lv:g}"] = (lo[:, 0] * scale + mean).ravel()
-            cols[f"{COMBINED}-hi-{lv:g}"] = (hi[:, 0] * scale + mean).ravel()
+    for lv, (lo, hi) in deployment.band_sets(last_ctx, fc, combined, members=False).get(COMBINED, {}).items():
+        cols[f"{COMBINED}-lo-{lv:g}"] = (lo[:, 0] * scale + mean).ravel()
+        cols[f"{COMBINED}-hi-{lv:g}"] = (hi[:, 0] * scale + mean).ravel()
     for k, n in enumerate(deployment.members):
         cols[n] = (fc[n][:, 0] * scale + mean).ravel()
         cols[f"weight:{n}"] = np.repeat(W[:, 0, k], H)

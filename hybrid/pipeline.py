@@ -41,7 +41,7 @@ from hybrid.crossfit import (
 )
 from hybrid.deployment import Deployment, deploy
 from hybrid.evaluation import Scoreboard
-from hybrid.intervals import check_levels, member_spread, spread_of
+from hybrid.intervals import check_levels
 from hybrid.members import REGISTRY, expand_period_experts, make_member, parse_member, uses_references
 from hybrid.panel import fit_panel, long_frame
 from hybrid.records import HorizonResult, build_manifest
@@ -307,13 +307,8 @@ class HorizonFitter:
             combos = deployment.all_combinations(ctx[:, out], fc_out, bt)
             for name, f in combos.items():
                 board.add(name, f, tgt)
-            sigma = spread_of(deployment.bands.normaliser, ctx[:, out],
-                              member_spread([fc_out[m] for m in deployment.members]), H) if deployment.bands else None
-            if deployment.bands is not None and sigma is not None:
-                board.add_bands(COMBINED, tgt, {lv: deployment.bands.band(combos[COMBINED], sigma, lv)
-                                                for lv in deployment.bands.levels})
-                for n, b in deployment.member_bands.items():
-                    board.add_bands(n, tgt, {lv: b.band(fc_out[n], sigma, lv) for lv in b.levels})
+            for n, bands in deployment.band_sets(ctx[:, out], fc_out, combos[COMBINED]).items():
+                board.add_bands(n, tgt, bands)
             if cfg.task.refit != "train" and cfg.stack.train_only != "none":
                 train_fc = self._stage_forecasts("selection", ctx, with_core=cfg.stack.train_only == "all")
                 for n, f in train_fc.items():
@@ -492,11 +487,7 @@ def forecast_run(run_dir: Path, horizon: int | None = None, data: str | None = N
           for n in deployment.backtest_members}
     X, W = deployment.features_and_weights(context[:, out_idx], fc_out, bt)  # [1, Co, F], [1, Co, M]
     combined = deployment.combine(fc_out, W)  # [1, Co, H]
-    bands: dict[float, tuple[np.ndarray, np.ndarray]] = {}
-    if deployment.bands is not None:
-        sigma = spread_of(deployment.bands.normaliser, context[:, out_idx],
-                          member_spread([fc_out[m] for m in deployment.members]), fitted_h)
-        bands = {lv: deployment.bands.band(combined, sigma, lv) for lv in deployment.bands.levels}
+    bands = deployment.band_sets(context[:, out_idx], fc_out, combined, members=False).get(COMBINED, {})
     sub = Scaler(scaler.mean[out_idx], scaler.scale[out_idx])
 
     def to_original(f: np.ndarray) -> np.ndarray:
