@@ -140,23 +140,29 @@ def run(data: Dataset, variant: str, seed: int, horizon: int) -> dict:
     }  # fmt: skip
 
 
+def _backbone(row: dict) -> str:
+    """The run's backbone: ``core`` records only the settings that differ from CoreConfig's defaults."""
+    return str(row.get("core", {}).get("backbone", CoreConfig().backbone))
+
+
 def table(rows: list[dict]) -> str:
     out = [
-        "| variant | H | seed | test MSE | test MAE | fit s | epochs (best) | predict s | trainable | load avg |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| variant | backbone | H | seed | test MSE | test MAE | fit s | epochs (best) | predict s | trainable | load avg |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         out.append(
-            f"| {r['variant']} | {r['horizon']} | {r['seed']} | {r['mse']:.4f} | {r['mae']:.4f} | {r['fit_s']:.0f} | "
-            f"{r['epochs_run']} ({r['best_epoch']}) | {r['predict_s']:.0f} | {r['n_trainable']:,} | {r['load_avg']:.1f} |"
+            f"| {r['variant']} | {_backbone(r)} | {r['horizon']} | {r['seed']} | {r['mse']:.4f} | {r['mae']:.4f} | "
+            f"{r['fit_s']:.0f} | {r['epochs_run']} ({r['best_epoch']}) | {r['predict_s']:.0f} | {r['n_trainable']:,} | "
+            f"{r['load_avg']:.1f} |"
         )
-    groups: dict[tuple[str, int], list[dict]] = {}
+    groups: dict[tuple[str, str, int], list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["variant"], r["horizon"]), []).append(r)
-    out += ["", "| variant | H | seeds | MSE mean ± sd | MAE mean ± sd |", "|---|---|---|---|---|"]
-    for (v, h), rs in groups.items():
+        groups.setdefault((r["variant"], _backbone(r), r["horizon"]), []).append(r)
+    out += ["", "| variant | backbone | H | seeds | MSE mean ± sd | MAE mean ± sd |", "|---|---|---|---|---|---|"]
+    for (v, b, h), rs in groups.items():
         m, a = np.array([r["mse"] for r in rs]), np.array([r["mae"] for r in rs])
-        out.append(f"| {v} | {h} | {len(rs)} | {m.mean():.4f} ± {m.std():.4f} | {a.mean():.4f} ± {a.std():.4f} |")
+        out.append(f"| {v} | {b} | {h} | {len(rs)} | {m.mean():.4f} ± {m.std():.4f} | {a.mean():.4f} ± {a.std():.4f} |")
     return "\n".join(out)
 
 
