@@ -66,6 +66,22 @@ def peer_cutoffs(split: Split, context_length: int, horizon: int) -> np.ndarray:
     return split.test_start + context_length - 1 + np.arange(n, dtype=np.int64)
 
 
+def every_nth(split: Split, context_length: int, horizon: int, every: int) -> tuple[np.ndarray, int, int]:
+    """Every ``every``-th test window from the first, as Nixtla's ``cross_validation(step_size=every)`` sees them.
+
+    The libraries want ``(test_size - h)`` divisible by the step; the frame then ends ``(n - 1) % every`` rows before
+    the test part does, so that their windows are exactly these (and no test row reaches training).
+
+    Returns:
+        The cutoffs [n // every or so], the frame's end row (exclusive) and the ``test_size`` to pass.
+    """
+    if every < 1:
+        raise ValueError(f"every must be >= 1; got {every}.")
+    cutoffs = peer_cutoffs(split, context_length, horizon)
+    cut = (len(cutoffs) - 1) % every
+    return cutoffs[::every], split.test_end - cut, split.test_end - split.val_end - cut
+
+
 def spread(n: int, max_windows: int) -> np.ndarray:
     """Indices of at most ``max_windows`` of ``n`` windows, evenly spread, first and last included (all when <= 0)."""
     if max_windows <= 0 or max_windows >= n:

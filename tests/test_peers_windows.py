@@ -78,3 +78,23 @@ def test_windows_at_refuses_cutoffs_outside_the_series() -> None:
     scaled, _ = _scaled()
     with pytest.raises(ValueError, match="cutoffs must lie"):
         pw.windows_at(scaled, np.array([scaled.shape[0] - 5]), L, 12)
+
+
+@pytest.mark.parametrize("every", [1, 5, 7, 200])
+def test_every_nth_matches_the_libraries_step_rule(every: int) -> None:
+    """Nixtla's cross_validation(step_size=every) forecasts windows whose last target ends the frame, stepping back by
+    ``every``; the frame's end and test_size chosen here make those exactly every ``every``-th test window."""
+    scaled, split = _scaled()
+    horizon = 12
+    everyone = pw.peer_cutoffs(split, L, horizon)
+    cutoffs, end, test_size = pw.every_nth(split, L, horizon, every)
+    assert np.array_equal(cutoffs, everyone[::every])
+    assert (test_size - horizon) % every == 0
+    assert end <= split.test_end and end - test_size == split.val_end  # training never reaches the test part
+    library = np.arange(end - test_size - 1, end - horizon, every)  # first cutoff: the row before the test part
+    assert np.array_equal(library, cutoffs)
+    ctx, tgt = pw.windows_at(scaled, cutoffs, L, horizon)
+    ctx_ref, tgt_ref = windows(split.part(scaled, "test"), L, horizon)
+    assert np.array_equal(ctx, ctx_ref[::every]) and np.array_equal(tgt, tgt_ref[::every])
+    with pytest.raises(ValueError, match="every must be"):
+        pw.every_nth(split, L, horizon, 0)
