@@ -73,7 +73,7 @@ def every_nth(split: Split, context_length: int, horizon: int, every: int) -> tu
     the test part does, so that their windows are exactly these (and no test row reaches training).
 
     Returns:
-        The cutoffs [n // every or so], the frame's end row (exclusive) and the ``test_size`` to pass.
+        The cutoffs [ceil(n / every)], the frame's end row (exclusive) and the ``test_size`` to pass.
     """
     if every < 1:
         raise ValueError(f"every must be >= 1; got {every}.")

@@ -100,7 +100,7 @@ TWIN = {"sf:SeasonalNaive": "hybrid:seasonal_naive[train]", "sf:AutoETS": "hybri
         "sf:AutoTheta": "hybrid:ets[train]", "sf:AutoARIMA": "hybrid:arima[train]",
         "nf:NLinear": "hybrid:nlinear[train]", "nf:DLinear": "hybrid:dlinear[train]",
         "nf:PatchTST": "hybrid:hybrid", "nf:TimeLLM": "hybrid:timellm[train]"}
-NF_TRAINED_ON = "train (val: early stopping)"
+EARLY_STOPPED = "train (val: early stopping)"  # what a model early-stopped on validation was fitted on
 COMBINERS = ("equal", "inverse_error", "best_single", "top_k")
 # PatchTST/64's published settings (Nie et al. 2023, the authors' scripts): the small model for ETTh1 / ETTh2, the
 # library's defaults (which are the paper's large model) for ETTm1; exchange_rate is not in the paper and, being as
@@ -288,7 +288,7 @@ def nf_job(dataset: str, name: str, horizon: int, seed: int, max_steps: int, val
     torch.set_num_threads(os.cpu_count() or 1)
     data = prepare(DATA / FILES[dataset], L, horizon)
     s = data.split
-    n_windows = len(peer_cutoffs(s, L, horizon))
+    n_windows = s.n_windows("test", L, horizon)
     cutoffs, end, test_size = every_nth(s, L, horizon, every)
     frame = long_frame(data.values, end)
     val_size = s.val_end - s.train_end
@@ -316,7 +316,7 @@ def nf_job(dataset: str, name: str, horizon: int, seed: int, max_steps: int, val
         kwargs.update(PATCHTST_PAPER[dataset], patch_len=16, stride=8, revin=True, learning_rate=1e-4, loss=MSE())
         notes.append("the paper's settings for this dataset: " + ", ".join(f"{k}={v}" for k, v in
                                                                          PATCHTST_PAPER[dataset].items()) + ", MSE loss")
-    trained_on = NF_TRAINED_ON
+    trained_on = EARLY_STOPPED
     if every > 1 and name == "TimeLLM":
         val_size = 0
         kwargs["early_stop_patience_steps"] = -1  # nothing to stop on
@@ -445,13 +445,12 @@ def hybrid_core_job(dataset: str, horizon: int, seed: int, every: int) -> dict[s
     t0 = time.perf_counter()
     member = make_member("timellm", cfg).fit([data.segment("train")], data.segment("val"), spec)
     fit_s = time.perf_counter() - t0
-    pick = np.arange(0, ctx.shape[0], every)
-    t0 = time.perf_counter()
-    fc = member.predict(ctx[pick])
+    t0 = time.perf_counter()  # the same windows as every_nth(): the first, then every ``every``-th
+    fc = member.predict(ctx[::every])
     pred_s = time.perf_counter() - t0
-    mse, mae = _scores(fc, tgt[pick])
+    mse, mae = _scores(fc, tgt[::every])
     out: dict[str, Any] = {"mse": mse, "mae": mae, "fit_seconds": fit_s, "forecast_seconds": pred_s,
-                           "n_windows": int(ctx.shape[0]), "windows_forecast": len(pick), "every": every,
+                           "n_windows": int(ctx.shape[0]), "windows_forecast": len(fc), "every": every,
                            "epochs": len(member.history_), "best_epoch": member.best_epoch_,
                            "backbone": cfg.core.backbone, "llm_layers": cfg.core.llm_layers}
     if every > 1:
@@ -500,7 +499,7 @@ def records_for(dataset: str, seed: int, horizons: list[int], results: list[tupl
                                 n_windows=res["n_windows"], windows_forecast=res["windows_forecast"], steps=res["steps"],
                                 max_steps=res["max_steps"], loss=res["loss"], val_loss_curve=res["val_loss_curve"],
                                 peak_rss_mb=res["peak_rss_mb"],
-                                trained_on=res.get("trained_on", NF_TRAINED_ON), notes=res.get("notes", []), **common))
+                                trained_on=res.get("trained_on", EARLY_STOPPED), notes=res.get("notes", []), **common))
         elif key == "hybrid":
             recs += _hybrid_records(dataset, seed, horizons, res, common)
         elif key == "hybrid-core":
@@ -512,7 +511,7 @@ def records_for(dataset: str, seed: int, horizons: list[int], results: list[tupl
             recs.append(_record(dataset, res["horizon"], seed, "hybrid:timellm[train]", mse=res["mse"],
                                 mae=res["mae"], fit_seconds=res["fit_seconds"], forecast_seconds=res["forecast_seconds"],
                                 n_windows=res["n_windows"], windows_forecast=res["windows_forecast"],
-                                peak_rss_mb=res["peak_rss_mb"], trained_on="train (val: early stopping)", notes=notes,
+                                peak_rss_mb=res["peak_rss_mb"], trained_on=EARLY_STOPPED, notes=notes,
                                 **common))
         elif key == "hybrid-members":
             for H in horizons:
