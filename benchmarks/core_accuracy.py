@@ -145,24 +145,34 @@ def _backbone(row: dict) -> str:
     return str(row.get("core", {}).get("backbone", CoreConfig().backbone))
 
 
+def _budget(row: dict) -> str:
+    """Training samples per epoch x the epoch limit (early stopping may end sooner)."""
+    core, default = row.get("core", {}), CoreConfig()
+    samples = core.get("max_train_windows", default.max_train_windows)
+    return f"{'auto' if samples < 0 else samples} x {core.get('epochs', default.epochs)}"
+
+
 def table(rows: list[dict]) -> str:
     out = [
-        "| variant | backbone | H | seed | test MSE | test MAE | fit s | epochs (best) | predict s | trainable | load avg |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| variant | backbone | budget | H | seed | test MSE | test MAE | fit s | epochs (best) | best val loss | predict s "
+        "| trainable | load avg |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         out.append(
-            f"| {r['variant']} | {_backbone(r)} | {r['horizon']} | {r['seed']} | {r['mse']:.4f} | {r['mae']:.4f} | "
-            f"{r['fit_s']:.0f} | {r['epochs_run']} ({r['best_epoch']}) | {r['predict_s']:.0f} | {r['n_trainable']:,} | "
-            f"{r['load_avg']:.1f} |"
+            f"| {r['variant']} | {_backbone(r)} | {_budget(r)} | {r['horizon']} | {r['seed']} | {r['mse']:.4f} | "
+            f"{r['mae']:.4f} | {r['fit_s']:.0f} | {r['epochs_run']} ({r['best_epoch']}) | "
+            f"{r.get('best_val', float('nan')):.4f} | {r['predict_s']:.0f} | {r['n_trainable']:,} | {r['load_avg']:.1f} |"
         )
-    groups: dict[tuple[str, str, int], list[dict]] = {}
+    groups: dict[tuple[str, str, str, int], list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["variant"], _backbone(r), r["horizon"]), []).append(r)
-    out += ["", "| variant | backbone | H | seeds | MSE mean ± sd | MAE mean ± sd |", "|---|---|---|---|---|---|"]
-    for (v, b, h), rs in groups.items():
+        groups.setdefault((r["variant"], _backbone(r), _budget(r), r["horizon"]), []).append(r)
+    out += ["", "| variant | backbone | budget | H | seeds | MSE mean ± sd | MAE mean ± sd |",
+            "|---|---|---|---|---|---|---|"]
+    for (v, b, bud, h), rs in groups.items():
         m, a = np.array([r["mse"] for r in rs]), np.array([r["mae"] for r in rs])
-        out.append(f"| {v} | {b} | {h} | {len(rs)} | {m.mean():.4f} ± {m.std():.4f} | {a.mean():.4f} ± {a.std():.4f} |")
+        out.append(f"| {v} | {b} | {bud} | {h} | {len(rs)} | {m.mean():.4f} ± {m.std():.4f} | "
+                   f"{a.mean():.4f} ± {a.std():.4f} |")
     return "\n".join(out)
 
 

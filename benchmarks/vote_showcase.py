@@ -36,6 +36,31 @@ def read_lines(path: Path) -> list[str]:
         return f.readlines()
 
 
+def by_channel(cells: list[tuple[np.ndarray, np.ndarray]], member: str) -> list[str]:
+    """Does the member's weight on a channel follow where it beats every other member on that channel?
+
+    ``cells`` holds, per cut-off, the member's weight per channel and its MSE minus the best other
+    member's per channel (negative: it won that channel over that window).
+    """
+    if not cells:
+        return []
+    w = np.concatenate([c[0] for c in cells])
+    edge = np.concatenate([c[1] for c in cells])
+    won = edge < 0
+    # within-channel: each channel's weights and edges centred over the cut-offs, so that a channel
+    # where the member is always strong does not carry the correlation on its own
+    W = np.stack([c[0] for c in cells])
+    E = np.stack([c[1] for c in cells])
+    within = np.corrcoef((W - W.mean(0)).ravel(), (E - E.mean(0)).ravel())[0, 1]
+    lines = [f"Per channel and cut-off ({won.size} cells): {member} beat every other member on {won.sum()} of them. "
+             f"Its mean weight was {w[won].mean():.3f} where it did and {w[~won].mean():.3f} where it did not; "
+             f"correlation between its weight and its edge (its MSE - the best other member's): "
+             f"{np.corrcoef(w, edge)[0, 1]:.2f} over all cells, {within:.2f} within channels "
+             "(each channel centred over the cut-offs: does its weight on a channel rise in the windows where it "
+             "does better there?). Negative means more weight where it wins.", ""]
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", required=True)
@@ -60,6 +85,7 @@ def main() -> int:
     sub = Scaler(scaler.mean[out_idx], scaler.scale[out_idx])
 
     records, results = [], {}
+    cells: list[tuple[np.ndarray, np.ndarray]] = []  # per cut-off: the member's weight and edge per channel
     with tempfile.TemporaryDirectory() as tmp:
         for k, cut in enumerate(cutoffs):
             path = Path(tmp) / f"cut{cut}.csv"
@@ -71,6 +97,11 @@ def main() -> int:
 
             def mse(f: np.ndarray, target: np.ndarray = target) -> float:
                 return float(np.mean((sub.transform(f.T) - target) ** 2))
+
+            per_channel = {n: np.mean((sub.transform(f.T) - target) ** 2, axis=0) for n, f in result.members.items()}
+            if args.member in per_channel:
+                others = np.min([v for n, v in per_channel.items() if n != args.member], axis=0)
+                cells.append((result.channel_weights[args.member], per_channel[args.member] - others))
 
             rec = {"cutoff_row": int(cut), "end_of_context": str(result.history.index[-1]),
                    "weight": result.weights.get(args.member, 0.0),
@@ -106,6 +137,7 @@ def main() -> int:
                f"{np.median(w):.3f}, max {w.max():.3f}. Correlation over the {len(w)} cut-offs between its weight "
                f"and (its MSE - the hybrid's MSE): {np.corrcoef(w, own - hyb)[0, 1]:.2f} "
                "(negative: more weight where it does better than the combination).", "",
+               *by_channel(cells, args.member),
                f"- high weight: row {hi['cutoff_row']} -> [report]({args.member}-weight-high/report.md)",
                f"- low weight: row {lo['cutoff_row']} -> [report]({args.member}-weight-low/report.md)", "",
                "Scaled MSE of each forecast over the next H steps, every output channel:", "", *table, ""]
