@@ -87,6 +87,16 @@ def build_state(result: Any, run_dir: Path, out_dir: Path) -> dict[str, Any]:
     }
 
 
+def member_text_block(name: str, attr: str, value: Any) -> list[str]:
+    """Markdown lines for what one member says (``prompt_text()`` / ``explain()``) about the window.
+
+    A per-channel list whose entries are all the same is shown once, not once per channel.
+    """
+    if isinstance(value, list) and value and all(v == value[0] for v in value):
+        value = f"{value[0]}  (the same for every channel)"
+    return [f"**{name}** `{attr}()`:", "", "```", str(value), "```", ""]
+
+
 def write_report(result: Any, run_dir: Path, out_dir: Path) -> list[Path]:
     """Store the forecast's state in the run and render the report into ``out_dir``."""
     state = build_state(result, run_dir, out_dir)
@@ -314,7 +324,7 @@ def to_markdown(rep: dict[str, Any], plots: dict[str, str]) -> str:
         lines += ["", "## What members say about this window", ""]
         for n, texts in rep["member_text"].items():
             for attr, value in texts.items():
-                lines += [f"**{n}** `{attr}()`:", "", "```", str(value), "```", ""]
+                lines += member_text_block(n, attr, value)
     by_fold = rep.get("oof_by_fold") or {}
     if by_fold:
         folds = sorted({f for v in by_fold.values() for f in v}, key=int)

@@ -11,7 +11,7 @@ import pytest
 
 from hybrid.cli import main
 from hybrid.deployment import member_texts
-from hybrid.report import member_period
+from hybrid.report import member_period, member_text_block
 
 FAST = ["--context-length", "48", "--horizon", "12", "--set", "runtime.progress=false",
         "--members", "seasonal_naive,linear"]
@@ -181,3 +181,10 @@ def test_member_texts_are_optional_and_never_fatal():
 
 def test_member_period():
     assert member_period("ets@24") == "24" and member_period("linear") == "no period"
+
+
+def test_member_text_said_alike_for_every_channel_is_shown_once():
+    same = member_text_block("timellm", "explain", ["(no text prototypes)"] * 21)
+    assert sum("(no text prototypes)" in line for line in same) == 1 and "every channel" in "".join(same)
+    differ = "".join(member_text_block("timellm", "prompt_text", ["rising", "falling"]))
+    assert "rising" in differ and "falling" in differ and "every channel" not in differ
