@@ -202,8 +202,10 @@ def tables(records: list[dict]) -> str:
         rows = [r for r in current if r["dataset"] == dataset]
         horizons = sorted({r["horizon"] for r in rows})
         by_h = {h: sorted({r["seed"] for r in rows if r["horizon"] == h}) for h in horizons}
-        seeds = (f"seeds {next(iter(by_h.values()))}" if len({tuple(v) for v in by_h.values()}) == 1
-                 else "seeds " + ", ".join(f"{v} at {h}" for h, v in by_h.items()))  # a later seed at some horizons
+        if all(v == by_h[horizons[0]] for v in by_h.values()):
+            seeds = f"seeds {by_h[horizons[0]]}"
+        else:  # a later seed at some horizons only
+            seeds = "seeds " + ", ".join(f"{v} at {h}" for h, v in by_h.items())
         models = list(dict.fromkeys(r["model"] for r in rows))
         lines += [f"### {dataset} (test MSE / MAE, mean ± std over {seeds}; members refitted on train + val)",
                   "", "| model | " + " | ".join(str(h) for h in horizons) + " | avg MSE |",
