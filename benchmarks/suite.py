@@ -55,6 +55,7 @@ PUBLISHED = {
 }
 PUBLISHED["weather-core"] = PUBLISHED["weather"]  # weather with the core trained longer (BENCHMARKS.md says how)
 PUBLISHED["weather-core-32k"] = PUBLISHED["weather"]  # the same with 32768 samples per epoch, chosen on validation
+PUBLISHED["weather-core-p64"] = PUBLISHED["weather"]  # patch 64/32, 131072 samples, chosen on validation
 BEGIN, END = "<!-- suite:begin -->", "<!-- suite:end -->"
 VERSION = "v2-crossfit"  # this code's records; "v1-validation": the design before cross-fitting
 
@@ -154,9 +155,16 @@ def is_peer_record(r: dict) -> bool:
 
 
 def merge(old: list[dict], new: list[dict]) -> list[dict]:
-    """Records of ``old`` whose (version, dataset, seed) ``new`` does not cover, then ``new``; peers.py's are kept."""
-    done = {(version(r), r["dataset"], r["seed"]) for r in new}
-    return [r for r in old if is_peer_record(r) or (version(r), r["dataset"], r["seed"]) not in done] + new
+    """Records of ``old`` whose (version, dataset, seed, horizon) ``new`` does not cover, then ``new``.
+
+    Keyed by horizon too, so that one horizon per process (the way long runs are split) adds to the earlier
+    horizons of the same seed instead of dropping them. peers.py's records are kept.
+    """
+    def key(r: dict) -> tuple:
+        return version(r), r["dataset"], r["seed"], r["horizon"]
+
+    done = {key(r) for r in new}
+    return [r for r in old if is_peer_record(r) or key(r) not in done] + new
 
 
 def before_after(records: list[dict], dataset: str) -> list[str]:
