@@ -27,3 +27,11 @@ def test_merge_replaces_every_model_of_a_rerun_horizon_and_keeps_peer_records():
     merged = suite.merge(old, [rec(96, 0, 0.14)])
     assert sorted((r["dataset"], r["model"], r["mse"]) for r in merged) == [
         ("etth1", "hybrid", 0.3), ("weather", "hybrid", 0.14), ("weather", "sf:AutoETS", 0.1)]
+
+
+def test_every_weather_core_table_is_compared_with_weathers_published_numbers():
+    weather = suite.PUBLISHED["weather"]
+    for label in ("weather", "weather-core", "weather-core-32k", "weather-core-p64", "weather-core-2core"):
+        assert suite.published(label) == weather
+    assert suite.published("weather-interpolated") == {}  # a different task: nothing published to compare with
+    assert suite.published("etth1") == suite.PUBLISHED["etth1"]
