@@ -146,7 +146,10 @@ def _backbone(row: dict) -> str:
     return str(row.get("core", {}).get("backbone", CoreConfig().backbone))
 
 
-TRAINING_SETTINGS = ("patch_len", "stride", "lr", "schedule", "batch_size")  # shown beside the budget when not default
+# Shown beside the budget when a run changed them from CoreConfig's defaults: every setting that changes what is
+# learned, so that runs differing only in one of them are never averaged together in the summary table.
+TRAINING_SETTINGS = ("patch_len", "stride", "d_model", "dropout", "lr", "weight_decay", "schedule", "pct_start",
+                     "grad_clip", "batch_size", "train_stride")
 
 
 def _budget(row: dict) -> str:
