@@ -218,8 +218,10 @@ def deploy(cfg: Config, oof: OOFWindows, members: list[str], gate: Gate, periods
                 c = router.check_[mode]
                 reason = (f"out of fold it scored MSE {c['oof_mse']:.4g} against {c['oof_mse_equal']:.4g} for equal "
                           f"weights, {c['oof_mse_best_single']:.4g} for the best single member and "
-                          f"{c['oof_mse_fallback']:.4g} for {fallback}; it won {c['folds_won']} of {c['folds']} folds, "
-                          f"by {c['gain_t']:.2f} standard errors of its per-fold gain (needed: {c['min_t']:g})")
+                          f"{c['oof_mse_fallback']:.4g} for {fallback} (needed: {100 * c['min_gain']:g} % below the "
+                          f"best of them); it won {c['folds_won']} of {c['folds']} folds, by {c['gain_t']:.2f} standard "
+                          f"errors of its per-fold gain"
+                          + (f" (needed: most folds and {c['min_t']:g})" if c["check"] == "one_se" else ""))
         else:
             used = mode
         for name, w in lofo.items():

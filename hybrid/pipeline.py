@@ -93,6 +93,8 @@ def check_config(cfg: Config) -> tuple[int, ...]:
     valid = (*ROUTER_MODES, *STATIC_MODES)
     if cfg.router.mode not in valid:
         raise HybridInputError(f"router.mode must be one of {', '.join(valid)}; got {cfg.router.mode!r}.")
+    if cfg.router.check not in ("pooled", "one_se"):
+        raise HybridInputError(f"router.check must be pooled or one_se; got {cfg.router.check!r}.")
     if cfg.task.refit not in ("train", "train+val"):
         raise HybridInputError(f"task.refit must be train or train+val; got {cfg.task.refit!r}.")
     if cfg.stack.max_windows < 0 or cfg.stack.gate_ratio <= 1.0 or cfg.stack.chunk_windows < 1:

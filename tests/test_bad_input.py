@@ -177,6 +177,10 @@ def test_wrong_type_in_config(capsys, csv_path):
     assert_rejected(capsys, csv_path, "task.context_length must be an integer", extra=("--set", "task.context_length=abc"))
 
 
+def test_unknown_deployment_check(capsys, csv_path):
+    assert_rejected(capsys, csv_path, "router.check must be pooled or one_se", extra=("--set", "router.check=loose"))
+
+
 def test_unknown_member(capsys, csv_path):
     assert_rejected(capsys, csv_path, "unknown member 'prophet'", extra=("--members", "linear,prophet"))
 

@@ -211,3 +211,27 @@ def test_softmax_weights_without_fallback_are_a_distribution(mode):
     router, _, _ = fit(ctx, forecasts, backtests, target)
     w = router.raw_weights(mode, router.features(ctx, forecasts, backtests))
     assert (w >= 0).all() and np.allclose(w.sum(-1), 1.0)
+
+
+def test_the_check_records_every_static_combiner_per_fold_so_a_deployment_rule_can_be_replayed():
+    ctx, forecasts, backtests, target, _ = regime_setup(informative=False)
+    router, _, _ = fit(ctx, forecasts, backtests, target)
+    static = router.check_["static"]
+    sizes = static["fold_windows"]
+    assert sorted(sizes) == sorted(router.check_["vote"]["by_fold"]) and sum(sizes.values()) == len(ctx)
+    for mode, pooled in static["oof_mse"].items():
+        by_fold = static["by_fold"][mode]
+        # the folds' MSEs, weighted by their windows, are the pooled out-of-fold MSE
+        assert np.isclose(sum(by_fold[f] * n for f, n in sizes.items()) / len(ctx), pooled)
+    assert static["by_fold"]["equal"] == router.check_["vote"]["by_fold_equal"]
+
+
+def test_the_one_se_check_asks_for_fold_wins_and_standard_errors_the_pooled_check_does_not():
+    ctx, forecasts, backtests, target, _ = regime_setup()
+    strict = 1e9  # no gain is this many standard errors of its per-fold gains
+    pooled, _, _ = fit(ctx, forecasts, backtests, target, RouterConfig(check="pooled", min_t=strict))
+    one_se, _, _ = fit(ctx, forecasts, backtests, target, RouterConfig(check="one_se", min_t=strict))
+    assert pooled.check_["vote"]["passed"] and pooled.fallback_["vote"] is None
+    assert not one_se.check_["vote"]["passed"]
+    assert one_se.fallback_["vote"] == one_se.check_["static"]["fallback"]
+    assert RouterConfig().check == "pooled"
