@@ -48,8 +48,11 @@ _SPEC = importlib.util.spec_from_file_location("_suite", ROOT / "benchmarks" / "
 suite = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(suite)
 
+from router.config import RouterConfig  # noqa: E402
+from router.fitting import deployment_check  # noqa: E402
+from router.static import STATIC_MODES  # noqa: E402
+
 CONFIGS = {"weather": "weather-benchmark"}  # weather as the literature reads it, as in the suite's weather tables
-RULES = ("one_se", "pooled")  # the shipped check; the pooled condition alone
 
 
 def fit_checks(dataset: str, horizons: list[int], seed: int, members: list[str], sets: list[str]) -> list[dict]:
@@ -74,7 +77,7 @@ def fit_checks(dataset: str, horizons: list[int], seed: int, members: list[str],
 
 
 def decide(row: dict, folds: list[str], rule: str) -> str:
-    """``vote`` or the static fallback, decided as the check decides but on ``folds`` only."""
+    """``vote`` or the static fallback, decided by the router's check (``rule``: its ``check``) on ``folds`` only."""
     vote, static = row["vote"], row["static"]
     n = {f: static["fold_windows"][f] for f in folds}
 
@@ -83,15 +86,10 @@ def decide(row: dict, folds: list[str], rule: str) -> str:
 
     fallback = min(static["by_fold"], key=lambda m: pooled(static["by_fold"][m]))
     rivals = [static["by_fold"][m] for m in dict.fromkeys(("equal", "best_single", fallback))]
-    baseline = min(pooled(r) for r in rivals)
-    if not pooled(vote["by_fold"]) < (1.0 - vote["min_gain"]) * baseline:
-        return fallback
-    if rule == "pooled":
-        return "vote"
     gain = np.array([min(r[f] for r in rivals) - vote["by_fold"][f] for f in folds])
-    se = gain.std(ddof=1) / np.sqrt(len(gain))
-    t_stat = gain.mean() / se if se > 0 else (np.inf if gain.mean() > 0 else 0.0)
-    return "vote" if (gain > 0).sum() > vote["min_fold_wins"] * len(folds) and t_stat >= vote["min_t"] else fallback
+    cfg = RouterConfig(min_gain=vote["min_gain"], check=rule, min_fold_wins=vote["min_fold_wins"], min_t=vote["min_t"])
+    passed = deployment_check(pooled(vote["by_fold"]), min(pooled(r) for r in rivals), gain, cfg)[0]
+    return "vote" if passed else fallback
 
 
 def nested(row: dict, rule: str) -> tuple[float, list[str]]:
@@ -140,34 +138,36 @@ def report(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-STATIC = ("equal", "inverse_error", "best_single", "top_k")
-
-
-def rederive(records: list[dict], min_gain: float = 0.001) -> list[dict]:
+def rederive(records: list[dict], min_gain: float = RouterConfig.min_gain) -> list[dict]:
     """What ``hybrid`` is under the pooled check, in every suite run recorded with ``router.mode: vote``.
 
     The pooled check needs only pooled out-of-fold MSEs, which the suite records (``oof_mse``) for the vote and
     every static combiner; the deployed forecast is then the vote's or the fallback's, whose test scores are
-    recorded too. Runs where the recorded hybrid is neither (another router mode) are skipped.
+    recorded too. Runs where the recorded hybrid is neither (another router mode) and runs that already used the
+    pooled check (``router_check`` in the hybrid's record; records without it ran the one_se check) are skipped.
     """
+    pooled_check = RouterConfig(min_gain=min_gain, check="pooled")
     runs: dict[tuple, dict[str, dict]] = {}
     for r in records:
         if r.get("version") == suite.VERSION and "oof_mse" in r:
             runs.setdefault((r["dataset"], r["horizon"], r["seed"]), {})[r["model"]] = r
     out = []
     for (table, h, seed), m in sorted(runs.items()):
-        if not all(m.get(k, {}).get("oof_mse") is not None for k in (*STATIC, "router_vote", "hybrid")):
+        if not all(m.get(k, {}).get("oof_mse") is not None for k in (*STATIC_MODES, "router_vote", "hybrid")):
             continue  # no out-of-fold score recorded for a combination
-        fallback = min(STATIC, key=lambda k: m[k]["oof_mse"])
+        if m["hybrid"].get("router_check", "one_se") != "one_se":
+            continue  # already run under the pooled check
+        fallback = min(STATIC_MODES, key=lambda k: m[k]["oof_mse"])
         baseline = min(m[k]["oof_mse"] for k in ("equal", "best_single", fallback))
-        pooled = "vote" if m["router_vote"]["oof_mse"] < (1.0 - min_gain) * baseline else fallback
+        passed = deployment_check(m["router_vote"]["oof_mse"], baseline, np.zeros(0), pooled_check)[0]
+        pooled = "vote" if passed else fallback
         one_se = m["hybrid"].get("used") or ("vote" if m["hybrid"]["mse"] == m["router_vote"]["mse"] else fallback)
         source = {k: m["router_vote" if k == "vote" else k] for k in {pooled, one_se}}
         if one_se not in ("vote", fallback) or source[one_se]["mse"] != m["hybrid"]["mse"]:
             continue  # the recorded hybrid is not the vote or the fallback: not a vote run
         out.append({"table": table, "horizon": h, "seed": seed, "one_se": one_se, "pooled": pooled,
                     "mse_one_se": m["hybrid"]["mse"], "mse_pooled": source[pooled]["mse"],
-                    "best_member": min(v["mse"] for k, v in m.items() if k not in (*STATIC, "hybrid")
+                    "best_member": min(v["mse"] for k, v in m.items() if k not in (*STATIC_MODES, "hybrid")
                                        and not k.startswith("router_"))})
     return out
 
@@ -227,11 +227,17 @@ def main(argv: list[str] | None = None) -> int:
                         f.write(json.dumps({**row, "command": command}) + "\n")
                 print(f"{dataset} seed {seed}: {len(rows)} horizons, {rows[0]['fit_seconds'] if rows else 0} s",
                       flush=True)
-                out.write_text(report([json.loads(x) for x in raw.read_text().splitlines() if x.strip()]))
-    rederived = rederive(json.loads((ROOT / "benchmarks" / "results.json").read_text()))
-    out.write_text(report([json.loads(x) for x in raw.read_text().splitlines() if x.strip()]) + "\n"
-                   + rederive_report(rederived))
+                write_report(raw, out)
+    if args.table_only:
+        write_report(raw, out)
     return 0
+
+
+def write_report(raw: Path, out: Path) -> None:
+    """The replay of every line of ``raw``, then the suite's recorded runs re-decided."""
+    rows = [json.loads(x) for x in raw.read_text().splitlines() if x.strip()]
+    rederived = rederive(json.loads((ROOT / "benchmarks" / "results.json").read_text()))
+    out.write_text(report(rows) + "\n" + rederive_report(rederived))
 
 
 if __name__ == "__main__":

@@ -101,6 +101,7 @@ def _one_fit(dataset: str, horizons: list[int], seed: int, members: list[str] | 
                    "core_seconds": sum(v for n, v in sec.items() if n.startswith("timellm"))}
     queue.put({"evaluation": model.evaluate(), "fit_seconds": seconds, "peak_rss_mb": rss_mb,
                "members": list(manifest["members"]), "by_horizon": by_h,
+               "router_check": manifest["config"]["router"]["check"],
                "combiner": {h: manifest["results"][h]["combiner"] for h in map(str, horizons)}})
 
 
@@ -145,6 +146,7 @@ def records_from(dataset: str, seed: int, result: dict, command: str) -> list[di
                 rec["train_only_mse"], rec["train_only_mae"] = train_only["mse"], train_only["mae"]
             if model == "hybrid":
                 rec["used"], rec["fallback"] = comb["used"], comb["fallback"]
+                rec["router_check"] = result["router_check"]  # records without it ran the one_se check
                 for level, b in (test.get("intervals") or {}).items():
                     rec[f"coverage_{level}"], rec[f"width_{level}"] = b["coverage"], b["width"]
                     rec[f"interval_score_{level}"] = b["interval_score"]

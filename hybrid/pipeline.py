@@ -52,6 +52,7 @@ from kernel.distributed import is_main_process
 from kernel.errors import HybridInputError
 from kernel.periods import detect_periods
 from kernel.protocol import FoldPlan, Scaler, make_fold_plan, make_split, windows
+from router.config import CHECKS
 from router.features import backtest_steps, shift_context
 from router.models import ROUTER_MODES
 from router.static import STATIC_MODES
@@ -93,8 +94,8 @@ def check_config(cfg: Config) -> tuple[int, ...]:
     valid = (*ROUTER_MODES, *STATIC_MODES)
     if cfg.router.mode not in valid:
         raise HybridInputError(f"router.mode must be one of {', '.join(valid)}; got {cfg.router.mode!r}.")
-    if cfg.router.check not in ("pooled", "one_se"):
-        raise HybridInputError(f"router.check must be pooled or one_se; got {cfg.router.check!r}.")
+    if cfg.router.check not in CHECKS:
+        raise HybridInputError(f"router.check must be {' or '.join(CHECKS)}; got {cfg.router.check!r}.")
     if cfg.task.refit not in ("train", "train+val"):
         raise HybridInputError(f"task.refit must be train or train+val; got {cfg.task.refit!r}.")
     if cfg.stack.max_windows < 0 or cfg.stack.gate_ratio <= 1.0 or cfg.stack.chunk_windows < 1:

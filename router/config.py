@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+CHECKS = ("pooled", "one_se")  # router.check: how a learned mode's out-of-fold gain is judged
+
 
 @dataclass(frozen=True)
 class RouterConfig:

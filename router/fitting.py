@@ -159,6 +159,31 @@ def _by_fold(per_sample: np.ndarray, folds: np.ndarray) -> dict[int, float]:
     return {int(f): float(per_sample[folds == f].mean()) for f in np.unique(folds)}
 
 
+def deployment_check(score: float, baseline: float, gain: np.ndarray, cfg: RouterConfig
+                     ) -> tuple[bool, bool, int, float]:
+    """Whether a learned mode is deployed (the module docstring's rule).
+
+    Args:
+        score: its pooled LOFO MSE; baseline: the lowest pooled LOFO MSE of
+            equal weights, the best single member and the best static combiner.
+        gain: per fold, the best of those three's MSE minus the mode's.
+        cfg: ``min_gain``, ``check`` and, for ``one_se``, ``min_fold_wins`` and ``min_t``.
+
+    Returns:
+        passed, whether the pooled gain alone passes, the folds won and the
+        t-statistic of the per-fold gains.
+    """
+    wins = int((gain > 0).sum())
+    if gain.size > 1:
+        se = float(gain.std(ddof=1) / np.sqrt(gain.size))
+        t_stat = float(gain.mean() / se) if se > 0 else (np.inf if gain.mean() > 0 else 0.0)
+    else:
+        t_stat = 0.0  # one fold or none: no spread to judge the gain by
+    pooled_ok = score < (1.0 - cfg.min_gain) * baseline
+    folds_ok = cfg.check == "pooled" or (wins > cfg.min_fold_wins * len(gain) and t_stat >= cfg.min_t)
+    return bool(pooled_ok and folds_ok), bool(pooled_ok), wins, t_stat
+
+
 def fit_router(data: StackSet, members: list[str], names: list[str], backtest_members: list[str],
                periods: tuple[int, ...], horizon: int, context_length: int, steps: int, cfg: RouterConfig,
                seed: int = 0, tolerance: float = 0.05) -> tuple[Router, dict[str, np.ndarray]]:
@@ -215,20 +240,15 @@ def fit_router(data: StackSet, members: list[str], names: list[str], backtest_me
 
     check: dict[str, dict[str, Any]] = {}
     fallbacks: dict[str, str | None] = {}
-    eq_f, best_f = _by_fold(eq, folds), _by_fold(best, folds)
-    fb_f = _by_fold(static_lofo[fallback], folds)
+    static_f = {m: _by_fold(v, folds) for m, v in static_lofo.items()}
+    eq_f, best_f, fb_f = static_f["equal"], static_f["best_single"], static_f[fallback]
     baseline = min(float(eq.mean()), float(best.mean()), static_pooled[fallback])
     for mode in ROUTER_MODES:
         score = float(lofo[mode].mean())
         per_fold = _by_fold(lofo[mode], folds)
         # the gain per fold over the best of equal weights, the best single member and the fallback
         gain = np.array([min(eq_f[f], best_f[f], fb_f[f]) - per_fold[f] for f in per_fold])
-        wins = int((gain > 0).sum())
-        se = float(gain.std(ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else np.inf
-        t_stat = float(gain.mean() / se) if se > 0 else (np.inf if gain.mean() > 0 else 0.0)
-        pooled_ok = score < (1.0 - cfg.min_gain) * baseline
-        folds_ok = cfg.check == "pooled" or (wins > cfg.min_fold_wins * n_folds and t_stat >= cfg.min_t)
-        passed = bool(pooled_ok and folds_ok)
+        passed, pooled_ok, wins, t_stat = deployment_check(score, baseline, gain, cfg)
         check[mode] = {
             "passed": passed,
             "oof_mse": score,
@@ -258,7 +278,7 @@ def fit_router(data: StackSet, members: list[str], names: list[str], backtest_me
                 mode, horizon, float(eq.mean()), float(best.mean()), fallback, static_pooled[fallback], why, score,
                 fallback)
     check["static"] = {"oof_mse": static_pooled, "fallback": fallback,
-                       "by_fold": {m: {str(f): x for f, x in _by_fold(v, folds).items()} for m, v in static_lofo.items()},
+                       "by_fold": {m: {str(f): x for f, x in v.items()} for m, v in static_f.items()},
                        "fold_windows": {str(int(f)): int((folds == f).sum()) for f in np.unique(folds)}}
 
     models: dict[str, Any] = {}

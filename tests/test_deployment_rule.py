@@ -55,3 +55,10 @@ def test_rederive_takes_the_vote_or_the_fallback_from_the_recorded_scores():
     assert (row["one_se"], row["pooled"], row["mse_one_se"], row["mse_pooled"]) == ("best_single", "vote", 0.30, 0.29)
     records[-2] = rec("router_vote", 0.29, 0.4999)  # within min_gain of the best static: the pooled check refuses
     assert rule.rederive(records)[0]["pooled"] == "best_single"
+
+
+def test_rederive_skips_runs_that_already_used_the_pooled_check():
+    records = [rec("equal", 0.31, 0.52), rec("inverse_error", 0.305, 0.51), rec("best_single", 0.30, 0.50),
+               rec("top_k", 0.30, 0.501), rec("router_vote", 0.29, 0.49),
+               rec("hybrid", 0.29, 0.49, used="vote", router_check="pooled")]
+    assert rule.rederive(records) == []
