@@ -63,10 +63,10 @@ def test_forecast_with_newer_data_and_reload_is_exact(capsys, tmp_path, fit_args
     model = HybridForecaster(context_length=96, horizons=(24,), members=("seasonal_naive", "linear"),
                              sets=["runtime.progress=false"])
     model.fit(str(tmp_path / "old.csv"), run_dir=tmp_path / "run")
-    first = model.forecast(24).frame
-    again = HybridForecaster.load(tmp_path / "run").forecast(24).frame
+    first = model.forecast_result(24).frame
+    again = HybridForecaster.load(tmp_path / "run").forecast_result(24).frame
     pd.testing.assert_frame_equal(first, again)
-    newer = model.forecast(24, data=str(tmp_path / "new.csv")).frame
+    newer = model.forecast_result(24, data=str(tmp_path / "new.csv")).frame
     assert newer["timestamp"].iloc[0] == frame["date"].iloc[-1] + pd.Timedelta(hours=1)
     assert not np.allclose(newer["c0"], first["c0"])
     bad = frame.rename(columns={"c1": "other"})
