@@ -10,6 +10,14 @@ then re-pointed with an atomic rename of a fresh symlink. An interrupted fit
 leaves at most a staging folder, which no command loads and the next fit in
 that folder removes once its process is gone. An explicit run folder that
 already holds a run is replaced only when asked (``overwrite``).
+
+``latest`` means the run that finished last, wherever it was written: it
+always lives in the runs folder of the default layout, ``runs/latest``
+relative to the working directory (``staged_run_dir``'s ``parent``), which
+``hybrid forecast``, ``evaluate`` and ``report`` read when no ``--run-dir`` is
+given. A run inside that folder is linked by its name (the folder can be
+moved as a whole); a run written elsewhere (``--run-dir``) by its absolute
+path. A fit that fails or is refused leaves ``latest`` as it was.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 DEFAULT_RUNS = Path("runs")
+LATEST = "latest"
 STAGE_PREFIX = ".incomplete-"
 OLD_PREFIX = ".old-"
 LATEST_TMP_PREFIX = ".latest-"
@@ -231,21 +240,26 @@ def _move_in(stage: Path, final: Path, overwrite: bool) -> None:
 
 @contextmanager
 def staged_run_dir(run_dir: str | Path | None, name: str, *, overwrite: bool = False,
-                   parent: Path = DEFAULT_RUNS) -> Iterator[StagedRun]:
+                   parent: Path = DEFAULT_RUNS, latest: bool = True) -> Iterator[StagedRun]:
     """Yield a staging folder that becomes the run folder only if the block succeeds.
 
     Stale leftovers of killed fits beside the run are removed first
     (:func:`remove_stale`). Nothing existing is replaced unless ``overwrite``
     and the target holds a run, which is then moved aside and deleted only
-    after the new run is in place. On failure the staging folder and a folder
-    this fit claimed are removed.
+    after the new run is in place; then ``parent/latest`` points at the new
+    run (:func:`point_latest`), also when ``run_dir`` is elsewhere, unless
+    ``latest`` is False. On failure the staging folder and a folder this fit
+    claimed are removed, and ``latest`` is left as it was.
 
     Args:
         run_dir: an explicit run folder, or None for ``parent/<name>-<stamp>``
             made unique by :func:`claim_run_dir`.
         name: the dataset name, for the automatic folder name.
         overwrite: replace an existing run at ``run_dir``.
-        parent: where automatic run folders go.
+        parent: where automatic run folders go, and where ``latest`` lives.
+        latest: point ``parent/latest`` at the run once it is in place; False
+            for a run nobody should find as "the last run" (a private,
+            temporary one).
 
     Yields:
         ``(stage, final)``: write into ``stage``; ``final`` is where the run lands.
@@ -280,24 +294,45 @@ def staged_run_dir(run_dir: str | Path | None, name: str, *, overwrite: bool = F
             with suppress(OSError):
                 final.rmdir()  # only while still empty
         raise
+    if not latest:
+        return
+    try:
+        point_latest(final, parent)
+    except OSError as exc:  # the run is complete and usable by --run-dir; only the pointer is missing
+        logger.warning("the run in %s is complete, but %s could not point at it (%s: %s); pass --run-dir %s "
+                       "to use it", final, parent / LATEST, type(exc).__name__, exc, final)
 
 
-def point_latest(run_dir: Path) -> None:
-    """Make ``<parent>/latest`` a symlink to ``run_dir`` (atomic replace; the last caller wins)."""
+def point_latest(run_dir: Path, parent: Path | None = None) -> Path:
+    """Make ``<parent>/latest`` a symlink to ``run_dir`` (atomic replace; the last caller wins).
+
+    Args:
+        run_dir: a finished run.
+        parent: the folder that holds ``latest`` (created if missing); default
+            ``run_dir``'s own folder. A run inside ``parent`` is linked by its
+            name, any other by its absolute path.
+
+    Returns:
+        The link, ``parent/latest``.
+    """
     run_dir = run_dir.resolve()
-    link = run_dir.parent / "latest"
-    tmp = run_dir.parent / _private_name(LATEST_TMP_PREFIX)
-    tmp.symlink_to(run_dir.name)
+    parent = run_dir.parent if parent is None else Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    target = run_dir.name if parent.resolve() == run_dir.parent else str(run_dir)
+    link = parent / LATEST
+    tmp = parent / _private_name(LATEST_TMP_PREFIX)
+    tmp.symlink_to(target)
     try:
         os.replace(tmp, link)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    return link
 
 
 def resolve_run_dir(run_dir: str | Path | None) -> Path:
     """The run to load: ``run_dir`` or ``runs/latest``; checked complete (never a staging folder)."""
-    path = Path(run_dir) if run_dir else DEFAULT_RUNS / "latest"
+    path = Path(run_dir) if run_dir else DEFAULT_RUNS / LATEST
     if not path.exists():
         hint = "run `hybrid fit` first" if run_dir is None else "pass --run-dir with a folder `hybrid fit` wrote"
         raise HybridInputError(f"no run found at {path}; {hint}.")

@@ -1,4 +1,4 @@
-"""The command line: ``hybrid fit | forecast | evaluate | report``.
+"""The command line: ``hybrid fit | forecast | evaluate | report`` (and ``hybrid --version``).
 
 Exit codes: 0 success, 2 bad input or config (one line on stderr), 1 an
 unexpected error (one line; the traceback with ``-v``).
@@ -14,15 +14,19 @@ import argparse
 import json
 import logging
 import sys
+import textwrap
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from hybrid.api import HybridForecaster
 from hybrid.artifacts import read_manifest, resolve_run_dir
 from hybrid.config import load_config
 from hybrid.panel import panel_forecast
 from hybrid.pipeline import fit_run, forecast_run
-from hybrid.report import rerender, write_report
+from hybrid.report import fmt_value, rerender, write_report
 from kernel.data import dataset_name
 from kernel.distributed import is_main_process
 from kernel.errors import HybridInputError
@@ -32,6 +36,22 @@ from router.static import STATIC_MODES
 logger = logging.getLogger("hybrid")
 
 ROUTER_CHOICES = (*ROUTER_MODES, *STATIC_MODES)  # router.mode values: learned, then static
+DISTRIBUTION = "hybrid-forecast"  # the name pyproject.toml installs the package under
+PREVIEW_WIDTH = 110  # characters: the terminal preview of a forecast stays narrower than this
+PREVIEW_ROWS = 5  # the first and the last rows shown of a longer forecast
+
+
+def package_version() -> str:
+    """The installed version of the package (``importlib.metadata``), or a note when it is not installed."""
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:
+        return f"unknown ({DISTRIBUTION} is not installed; pip install -e .)"
+
+
+def _context_length(text: str) -> int | str:
+    """``--context-length``: a positive integer or ``auto``."""
+    return "auto" if text.strip().lower() == "auto" else _positive_int(text)
 
 
 def _positive_int(text: str) -> int:
@@ -54,18 +74,23 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="hybrid", description="Classical members and a Time-LLM core, routed.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}",
+                        help="print the package version and exit")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     fit = sub.add_parser("fit", help="fit every member, the core and the router; write a run directory")
-    fit.add_argument("--data", help="CSV path (.csv / .csv.gz) or built-in name: taylor (default), msft")
+    fit.add_argument("--data", help="a CSV (any separator, .gz too), an .xlsx, or a built-in name: taylor (default), "
+                     "airpassengers, msft")
     fit.add_argument("--horizon", type=_positive_int, nargs="+", help="forecast horizon(s), e.g. 96 192")
-    fit.add_argument("--context-length", type=_positive_int, help="input length L (default 512)")
+    fit.add_argument("--context-length", type=_context_length,
+                     help="input length L, or auto (the default: chosen on validation among the lengths the series allows)")
     fit.add_argument("--members", help="the whole member list, comma-separated, e.g. seasonal_naive,linear,ets@24,timellm "
                      "(replaces task.members and task.period_experts)")
     fit.add_argument("--features", choices=("M", "S", "MS"), help="M all channels, S target only, MS all in / target out")
     fit.add_argument("--target", help="target column (default OT when present, else the last column)")
     fit.add_argument("--config", help="extra YAML config layer")
-    fit.add_argument("--run-dir", help="write the run here (default runs/<dataset>-<time>, linked as runs/latest)")
+    fit.add_argument("--run-dir", help="write the run here (default runs/<dataset>-<time>); runs/latest then "
+                     "points at it, as at every run that finishes")
     fit.add_argument("--overwrite", action="store_true",
                      help="replace the run already in --run-dir (default: refuse; automatic names never collide)")
     fit.add_argument("--seed", type=int, help="seed for numpy, torch and scikit-learn")
@@ -175,6 +200,10 @@ def _print_metrics(m: dict[str, Any], per_channel: bool = False) -> None:
         gated = entry.get("gate", {}).get("gated") or {}
         for member, channels in gated.items():
             print(f"note: {member} is set aside on {', '.join(channels)} (sanity gate; see the manifest)")
+        sound = entry.get("combiner", {}).get("sound") or {}
+        for member, channels in (sound.get("unsound") or {}).items():
+            print(f"note: {member} is not combined on {', '.join(channels)} (over {sound['ratio']:g} x the best "
+                  "member's out-of-fold MSE)")
         if per_channel:
             names = list(entry["metrics"])
             channels = list(next(iter(entry["metrics"].values()))["test"]["per_channel"])
@@ -211,20 +240,75 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     result.frame.to_csv(tmp, index=False)
     tmp.replace(out)
     weights = ", ".join(f"{n} {w:.2f}" for n, w in sorted(result.weights.items(), key=lambda kv: -kv[1]) if w > 0)
-    print(f"forecast of {result.horizon} steps (fitted horizon {result.fitted_horizon}); weights: {weights}")
-    shown = result.frame if len(result.frame) <= 12 else result.frame.iloc[list(range(5)) + list(range(-5, 0))]
-    print(shown.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    print(textwrap.fill(f"forecast of {result.horizon} steps (fitted horizon {result.fitted_horizon}); weights: "
+                        f"{weights}", width=PREVIEW_WIDTH, subsequent_indent="  "))
+    table, note = forecast_preview(result.frame, list(result.history.columns))
+    print(table)
+    if note:
+        print(note)
     print(f"wrote {out}")
     written = write_report(result, run_dir, out.parent)
     if result.fallback:
-        print(f"note: the router ({result.mode}) fell back to {result.fallback}; see {written[0]}")
-    print(f"wrote {', '.join(str(p) for p in written)}")
+        print(f"note: the router ({result.mode}) fell back to {result.fallback}; see {written[0].name}")
+    print(_wrote_report(written))
     return 0
+
+
+def _wrote_report(written: list[Path]) -> str:
+    """``wrote report.md, report.json, plot-x.png``; many plots as one pattern, not a path per channel."""
+    md, js, *plots = written
+    shown = "".join(f", {p}" for p in plots) if len(plots) <= 2 else f" and {len(plots)} plots ({md.parent}/plot-*.png)"
+    return f"wrote {md}, {js}{shown}"
+
+
+def forecast_preview(frame: pd.DataFrame, channels: list[str], width: int = PREVIEW_WIDTH,
+                     rows: int = PREVIEW_ROWS) -> tuple[str, str]:
+    """A terminal-sized view of ``forecast.csv``: a table that fits ``width`` and what it leaves out.
+
+    Every column is shown when the table fits; otherwise only the point
+    forecasts (no band columns) of as many leading channels as fit. A
+    forecast longer than ``2 * rows + 2`` steps shows its first and last
+    ``rows`` steps around a ``...`` row. Values are written as
+    :func:`hybrid.report.fmt_value` writes them (thousands separators, no
+    scientific notation).
+
+    Args:
+        frame: the forecast, [H rows] x (``timestamp``, each channel, its band columns).
+        channels: the output channels, in column order.
+        width: the widest line allowed, in characters.
+        rows: steps shown at each end of a long forecast.
+
+    Returns:
+        ``(table, note)``: the text table, and a note saying what the table
+        leaves out (empty when it shows everything).
+    """
+    cut = len(frame) > 2 * rows + 2
+    body = pd.concat([frame.head(rows), frame.tail(rows)]) if cut else frame
+
+    def cells(cols: list[str]) -> list[list[str]]:
+        out = [[str(t) for t in body["timestamp"]]] + [[fmt_value(float(v)) for v in body[c]] for c in cols]
+        table = [list(r) for r in zip(*out, strict=True)]
+        return [*table[:rows], ["...", *[""] * len(cols)], *table[rows:]] if cut else table
+
+    def render(cols: list[str]) -> str:
+        return "\n".join(line.rstrip() for line in _table(cells(cols), ["timestamp", *cols]).splitlines())
+
+    every = [c for c in frame.columns if c != "timestamp"]
+    text = render(every)
+    if max(map(len, text.splitlines())) <= width:
+        return text, ""
+    shown = list(channels)
+    while len(shown) > 1 and max(map(len, render(shown).splitlines())) > width:
+        shown.pop()
+    steps = f"steps 1-{rows} and {len(frame) - rows + 1}-{len(frame)} of {len(frame)}; " if cut else ""
+    which = "every channel" if len(shown) == len(channels) else f"{len(shown)} of {len(channels)} channels"
+    bands = ", with prediction bands" if len(every) > len(channels) else ""
+    return render(shown), f"shown: {steps}point forecasts of {which}; the file has all{bands}"
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     written = rerender(resolve_run_dir(args.run_dir), Path(args.output_dir) if args.output_dir else None)
-    print(f"wrote {', '.join(str(p) for p in written)}")
+    print(_wrote_report(written))
     return 0
 
 
@@ -251,6 +335,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+class OnceFilter(logging.Filter):
+    """Lets a warning through once per command: a member fitted once per fold says the same thing K + 3 times."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[tuple[str, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.WARNING:
+            return True
+        key = (record.name, record.getMessage())
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
+
+
 COMMANDS = {"fit": cmd_fit, "forecast": cmd_forecast, "evaluate": cmd_evaluate, "report": cmd_report}
 
 
@@ -261,10 +362,17 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
     for noisy in ("matplotlib", "urllib3", "filelock", "fsspec"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not verbose:
+        logging.getLogger("kernel.parallel").setLevel(logging.WARNING)  # one line per parallel task: -v shows them
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(OnceFilter())
     if not is_main_process() and not verbose:
         logging.getLogger().setLevel(logging.WARNING)  # torchrun: rank 0 tells the story, the others only warn
     try:
-        args = build_parser().parse_args(argv)
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as exc:  # --help and --version: argparse printed them and exits
+            return exc.code if isinstance(exc.code, int) else 0
         return COMMANDS[args.command](args)
     except HybridInputError as exc:
         print(f"error: {exc}", file=sys.stderr)

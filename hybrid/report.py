@@ -16,13 +16,22 @@ explanation) and renders, beside ``forecast.csv``:
   combined forecast with its shaded bands, weights in the legend.
 
 ``hybrid report`` re-renders them from ``last_forecast.json`` (:func:`rerender`).
+
+The Markdown is written for a forecaster: values in the data's units with
+thousands separators and no scientific notation (:func:`fmt_value`), router
+features under plain names with a glossary (:func:`describe_feature`), members
+that made exactly the same forecast in one row (:func:`same_forecast_groups`),
+and the core's prompt with its cut description ending on a whole word
+(:func:`readable_prompt`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import re
+import unicodedata
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -60,6 +69,189 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "channel"
 
 
+# --- words and numbers --------------------------------------------------------
+MAX_DECIMALS = 10  # fmt_value never writes more decimals than this (smaller values read as 0)
+
+
+def fmt_value(x: Any, sign: bool = False) -> str:
+    """A number as a forecaster reads it: no scientific notation, decimals by magnitude.
+
+    ``26270.4`` -> ``"26,270"``, ``251.34`` -> ``"251.3"``, ``23.134`` -> ``"23.13"``,
+    ``0.025613`` -> ``"0.0256"`` (three significant digits below 1); ``sign``
+    writes ``+`` before positive values (changes, gaps).
+
+    Args:
+        x: a float, an int (written as is), or None (``"-"``).
+        sign: prefix positive values with ``+``.
+
+    Returns:
+        The text.
+    """
+    if x is None:
+        return "-"
+    if isinstance(x, (bool, str)) or not isinstance(x, (int, float, np.integer, np.floating)):
+        return str(x)
+    if isinstance(x, (int, np.integer)):
+        return f"{int(x):+,d}" if sign else f"{int(x):,d}"
+    value = float(x)
+    if not math.isfinite(value):
+        return str(value)
+    size = abs(value)
+    if size >= 1000:
+        decimals = 0
+    elif size >= 100:
+        decimals = 1
+    elif size >= 1:
+        decimals = 2
+    elif size == 0:
+        decimals = 0
+    else:
+        decimals = min(MAX_DECIMALS, 2 - math.floor(math.log10(size)))
+    text = f"{value:{'+' if sign else ''},.{decimals}f}"
+    return "0" if float(text.replace(",", "")) == 0 else text
+
+
+# Plain names and glossary lines of the router's features (router.features.feature_names).
+_CONTEXT_FEATURES: dict[str, tuple[str, str]] = {
+    "log_std": ("volatility against training", "log of the window's standard deviation on the training scale: above "
+                "0 the window moves more than the training data did, below 0 less"),
+    "skew": ("skewness", "asymmetry of the window's values: positive when its spikes go up, negative when they go down"),
+    "kurtosis": ("heavy tails", "excess kurtosis of the window's values: high when a few extreme values stand out"),
+    "min_rel": ("window low", "the window's lowest value, in standard deviations from the window's mean"),
+    "max_rel": ("window high", "the window's highest value, in standard deviations from the window's mean"),
+    "median_rel": ("window median", "the window's median, in standard deviations from the window's mean "
+                   "(negative: most values sit below the mean, pulled up by a few high ones)"),
+    "last_rel": ("last value", "the last observed value, in standard deviations from the window's mean"),
+    "trend_slope": ("trend", "slope of a straight line through the window, in standard deviations per window "
+                    "length (negative: falling)"),
+    "trend_strength": ("trend strength", "how much of the window a straight line explains (R squared, 0 to 1)"),
+    "spectral_entropy": ("irregularity", "spectral entropy of the detrended window, 0 to 1: low for one clean "
+                         "cycle, high for noise"),
+    "level_shift": ("largest level jump", "the largest jump between the means of consecutive eighths of the window, "
+                    "in standard deviations"),
+    "recent_shift": ("recent level shift", "the mean of the window's last eighth minus the mean of the rest, in "
+                     "standard deviations (negative: the latest values are lower)"),
+    "volatility_ratio": ("recent volatility", "step-to-step volatility of the window's last quarter against the "
+                         "whole window, log (negative: the latest steps are calmer than usual)"),
+    "spread": ("member disagreement", "how far the members' forecasts disagree: their standard deviation across "
+               "members, in window standard deviations, averaged over the horizon, log"),
+}
+
+
+def describe_feature(name: str) -> tuple[str, str]:
+    """A router feature's plain name and glossary line.
+
+    Args:
+        name: a name from :func:`router.features.feature_names`, e.g. ``"dev:arima"``,
+            ``"median_rel"``, ``"acf@24"``.
+
+    Returns:
+        ``(plain name, explanation)``; an unknown name is returned as is with a
+        pointer to ``router/features.py``.
+    """
+    kind, colon, member = name.partition(":")
+    if colon and kind == "dev":
+        return (f"{member} against the others", f"{member}'s mean forecast minus the members' median forecast, in "
+                f"window standard deviations (negative: {member} forecasts lower than the others)")
+    if colon and kind == "backtest":
+        return (f"{member}'s recent error", f"{member}'s error when it forecasts the window's last steps from the "
+                f"steps before them, log of the relative MSE (lower is better; 0 when {member} has no backtest)")
+    base, at, period = name.partition("@")
+    if at and base == "seasonal_strength":
+        return (f"{period}-step cycle strength", f"how much of the detrended window a repeating {period}-step "
+                "profile explains (0 none, 1 a pure cycle)")
+    if at and base == "acf":
+        return (f"{period}-step repetition", f"autocorrelation of the detrended window at lag {period}: near 1 when "
+                f"each value repeats the one {period} steps before")
+    if name in _CONTEXT_FEATURES:
+        return _CONTEXT_FEATURES[name]
+    return name, "a window feature of the router (see router/features.py)"
+
+
+def feature_label(name: str) -> str:
+    """``"volatility_ratio"`` -> ``"recent volatility (`volatility_ratio`)"``: the plain name, then the code name."""
+    return f"{describe_feature(name)[0]} (`{name}`)"
+
+
+def _condition_feature(condition: str) -> str | None:
+    """The feature a rule condition tests (``"dev:ets <= -0.743"`` -> ``"dev:ets"``); None for ``"always"``."""
+    head = condition.split(" ", 1)[0]
+    return None if head == "always" else head
+
+
+def _letters(text: str) -> str:
+    """Lower-case letters and digits of ``text``, accents removed (how an uncased tokenizer sees it)."""
+    plain_text = unicodedata.normalize("NFKD", text)
+    return "".join(c.lower() for c in plain_text if c.isalnum() and not unicodedata.combining(c))
+
+
+DESCRIPTION_HEAD = "Dataset description:"
+TASK_HEAD = " Task:"
+ELLIPSIS = "\u2026"
+
+
+def readable_prompt(text: str, description: str) -> str:
+    """The core's prompt with a cut dataset description ending on a whole word and an ellipsis.
+
+    The core reads the description cut to ``core.max_description_tokens``
+    tokens, decoded back to text, so it may end inside a word ("... (megawat").
+    When the decoded description is a prefix of ``description`` (compared on
+    letters and digits, as an uncased tokenizer lowercases and re-spaces
+    punctuation), it is shown in the original spelling, up to the last whole
+    word before the cut, followed by ``…``; the per-window text after it is
+    kept as the core read it. A prompt whose description cannot be matched is
+    returned unchanged.
+
+    Args:
+        text: one prompt, ``"<decoded description> Task: ..."``.
+        description: the dataset description of the run's config (``data.description``).
+
+    Returns:
+        The prompt to show.
+    """
+    full = f"{DESCRIPTION_HEAD} {description.strip()}"
+    cut = text.find(TASK_HEAD)
+    if not description.strip() or cut < 0 or not _letters(text[:cut]).startswith(_letters(DESCRIPTION_HEAD)):
+        return text
+    read, rest = _letters(text[:cut]), text[cut:]
+    if not _letters(full).startswith(read):
+        return text
+    if read == _letters(full):
+        return full + rest
+    pos, seen = 0, 0
+    while seen < len(read):  # the position in `full` just after the last letter the core read
+        seen += len(_letters(full[pos]))
+        pos += 1
+    if pos < len(full) and full[pos].isalnum() and full[pos - 1].isalnum():  # the cut is inside a word
+        pos = max(full.rfind(" ", 0, pos), len(DESCRIPTION_HEAD))
+    return full[:pos].rstrip(" ,;:([{-") + ELLIPSIS + rest
+
+
+def same_forecast_groups(forecasts: dict[str, Any]) -> list[list[str]]:
+    """Members whose forecasts are exactly equal, grouped; each group's first name is the one to show.
+
+    ``seasonal_naive`` without a period uses the dominant period, so it makes
+    the very forecast of ``seasonal_naive@<dominant period>``; the report
+    shows such members once. Within a group a name with ``@p`` comes first
+    (it says which period the forecast follows), else the first in ``forecasts``.
+
+    Args:
+        forecasts: member -> its forecast of one channel [H].
+
+    Returns:
+        Groups in the order of ``forecasts`` (single members too).
+    """
+    groups: list[list[str]] = []
+    arrays = {n: np.asarray(f, dtype=np.float64) for n, f in forecasts.items()}
+    for name, fc in arrays.items():
+        home = next((g for g in groups if np.array_equal(arrays[g[0]], fc)), None)
+        if home is None:
+            groups.append([name])
+        else:
+            home.append(name)
+    return [sorted(g, key=lambda n: member_period(n) == NO_PERIOD) for g in groups]
+
+
 # --- state --------------------------------------------------------------------
 def build_state(result: Any, run_dir: Path, out_dir: Path) -> dict[str, Any]:
     """Everything a report needs, JSON-ready, from a :class:`hybrid.pipeline.ForecastResult`."""
@@ -70,6 +262,7 @@ def build_state(result: Any, run_dir: Path, out_dir: Path) -> dict[str, Any]:
         "run_dir": str(Path(run_dir).resolve()),
         "out_dir": str(Path(out_dir).resolve()),
         "dataset": manifest["dataset"],
+        "description": _description(manifest),
         "context_length": manifest["context_length"],
         "horizon": result.horizon,
         "fitted_horizon": result.fitted_horizon,
@@ -85,6 +278,11 @@ def build_state(result: Any, run_dir: Path, out_dir: Path) -> dict[str, Any]:
         "weights": {n: {c: float(w[i]) for i, c in enumerate(cols)} for n, w in result.channel_weights.items()},
         "details": result.details,
     }
+
+
+def _description(manifest: dict[str, Any]) -> str:
+    """The run's dataset description (``data.description``; empty when none)."""
+    return str(((manifest.get("config") or {}).get("data") or {}).get("description") or "")
 
 
 def member_text_block(name: str, attr: str, value: Any) -> list[str]:
@@ -110,6 +308,8 @@ def rerender(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
     if not path.is_file():
         raise HybridInputError(f"{run_dir} has no forecast to report on ({STATE} is missing); run `hybrid forecast` first.")
     state = json.loads(path.read_text(encoding="utf-8"))
+    if "description" not in state:  # a forecast stored before reports tidied the core's prompt
+        state["description"] = _description(artifacts.read_manifest(Path(run_dir)))
     return render(state, Path(out_dir) if out_dir else Path(state["out_dir"]))
 
 
@@ -146,32 +346,38 @@ def summarise(state: dict[str, Any]) -> dict[str, Any]:
     details = state["details"]
     metrics = details.get("metrics", {})
     gated = (details.get("gate") or {}).get("gated") or {}
+    unsound = (details.get("sound") or {}).get("unsound") or {}
     channels: dict[str, Any] = {}
     for col, hist in state["history"].items():
         hist_arr = np.asarray(hist, dtype=np.float64)
         last, scale = float(hist_arr[-1]), float(hist_arr.std() or 1.0)
         weights = {n: state["weights"].get(n, {}).get(col, 0.0) for n in state["members"]}
-        order = sorted(weights, key=lambda n: -weights[n])
+        groups = {g[0]: g for g in same_forecast_groups({n: state["members"][n][col] for n in state["members"]})}
+        group_weight = {n: sum(weights[m] for m in g) for n, g in groups.items()}
+        order = sorted(groups, key=lambda n: -group_weight[n])
         rows = []
         for n in order:
             fc = np.asarray(state["members"][n][col])
             rows.append({
                 "member": n,
+                "same_forecast_as": groups[n][1:],  # members with exactly this forecast, shown in this row
+                "weights_each": {m: weights[m] for m in groups[n]},
                 "period": member_period(n),
                 "level_end": float(fc[-1]),
                 "mean": float(fc.mean()),
                 "change": float(fc[-1] - last),
                 "direction": _direction(float(fc[-1] - last), scale),
-                "weight": weights[n],
+                "weight": group_weight[n],
                 "rank": order.index(n) + 1,
                 "selected": n == order[0],
-                "gated": col in gated.get(n, []),
+                "gated": all(col in gated.get(m, []) for m in groups[n]),
+                "unsound": all(col in unsound.get(m, []) for m in groups[n]),
                 "oof_mse": _channel_metric(metrics, n, "oof", col),
                 "test_mse": _channel_metric(metrics, n, "test", col),
             })
         periods: dict[str, float] = {}
-        for n, w in weights.items():
-            periods[member_period(n)] = periods.get(member_period(n), 0.0) + w
+        for r in rows:  # a member without @p that equals a period expert counts for that period
+            periods[r["period"]] = periods.get(r["period"], 0.0) + r["weight"]
         comb = np.asarray(state["combined"][col])
         router_view = details.get("channels", {}).get(col, {})
         explain_mode = state["mode"] if state["mode"] in LEARNED else "vote"
@@ -191,6 +397,7 @@ def summarise(state: dict[str, Any]) -> dict[str, Any]:
         }
     return {
         "dataset": state["dataset"],
+        "description": state.get("description", ""),
         "created": state["created"],
         "run_dir": state["run_dir"],
         "horizon": state["horizon"],
@@ -204,6 +411,8 @@ def summarise(state: dict[str, Any]) -> dict[str, Any]:
         "rules": details.get("rules"),
         "periods": details.get("periods"),
         "gate": details.get("gate"),
+        "sound": details.get("sound"),
+        "band_checks": band_checks(details.get("bands") or {}),
         "oof_by_fold": {n: (m.get("oof") or {}).get("by_fold") for n, m in metrics.items()
                         if (m.get("oof") or {}).get("by_fold")},
         "channels": channels,
@@ -211,8 +420,52 @@ def summarise(state: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _f(x: Any, digits: int = 4) -> str:
-    return "-" if x is None else f"{x:.{digits}g}" if isinstance(x, float) else str(x)
+def _f(x: Any) -> str:
+    return fmt_value(x)
+
+
+BAND_MISS = {80.0: 0.10, 95.0: 0.05}  # the last fold's coverage this far from nominal gets a warning
+
+
+def band_checks(bands: dict[str, Any]) -> list[str]:
+    """Warnings for the combination's bands whose coverage on the last fold (from the earlier folds alone) missed."""
+    out = []
+    for level, scores in ((bands.get("hybrid") or {}).get("last_fold") or {}).items():
+        nominal = float(level)
+        miss = BAND_MISS.get(nominal, 0.05 + 0.05 * (nominal < 90))
+        cov = scores["coverage"]
+        if abs(cov - nominal / 100) > miss:
+            out.append(f"the {nominal:g} % band covered {cov:.0%} of the last fold's values when fitted on the "
+                       f"earlier folds alone: expect {'less' if cov < nominal / 100 else 'more'} than {nominal:g} % "
+                       "coverage if the series keeps drifting as it did")
+    return out
+
+
+def _shown(row: dict[str, Any]) -> str:
+    """A member row's name and the members with exactly its forecast: ``"seasonal_naive@48 = seasonal_naive"``."""
+    return " = ".join([row["member"], *row.get("same_forecast_as", [])])
+
+
+def _same_forecast_notes(ch: dict[str, Any]) -> list[str]:
+    """One sentence per row that stands for several members with exactly the same forecast."""
+    notes = []
+    for r in ch["members"]:
+        others = r.get("same_forecast_as") or []
+        if not others:
+            continue
+        names = " and ".join(f"`{n}`" for n in [r["member"], *others])
+        why = ""
+        base, _, period = r["member"].partition("@")
+        if period and base in others:
+            why = f" (without `@p`, {base} uses the dominant period, {period})"
+        notes.append(f"**Same forecast.** {names} made exactly the same forecast{why}, so they are shown as one "
+                     "member, `" + _shown(r) + "`, whose weight is the sum of theirs.")
+    return notes
+
+
+def _sd_text(z: float) -> str:
+    """``-1.33`` -> ``"1.3 sd below"``."""
+    return f"{abs(z):.1f} sd {'below' if z < 0 else 'above'}"
 
 
 def _fallback_text(rep: dict[str, Any]) -> str:
@@ -226,23 +479,24 @@ def _fallback_text(rep: dict[str, Any]) -> str:
 def _why(col: str, ch: dict[str, Any], rep: dict[str, Any]) -> str:
     mode, fb = rep["mode"], rep["fallback"]
     used = fb or mode
-    share = ", ".join(f"{r['member']} {r['weight']:.0%}" for r in ch["members"] if r["weight"] > 0.005)
+    share = ", ".join(f"{_shown(r)} {r['weight']:.0%}" for r in ch["members"] if r["weight"] > 0.005)
     comb = ch["combined"]
     parts = [f"The forecast for **{col}** is {MODE_TEXT.get(used, used)}. Weights: {share}. "
-             f"It ends at {_f(comb['level_end'])} ({comb['direction']}, {comb['change']:+.4g} from the last "
-             f"observed {_f(ch['last_observed'])})."]
+             f"It ends at {_f(comb['level_end'])} ({comb['direction']}, {fmt_value(comb['change'], sign=True)} from "
+             f"the last observed {_f(ch['last_observed'])})."]
     r = ch.get("router")
     if r and not fb and mode in ("vote", "select"):
-        drivers = r.get("drivers", [])[:3]
+        drivers = [d for d in r.get("drivers", []) if d["favours"] != d["disfavours"]][:3]
         if drivers:
-            said = "; ".join(f"`{d['feature']}` = {_f(d['value'], 3)} ({d['z']:+.1f} sd from the out-of-fold "
-                             f"average) favours {d['favours']} over {d['disfavours']}" for d in drivers)
+            said = "; ".join(f"the {describe_feature(d['feature'])[0]} (`{d['feature']}` = {_f(d['value'])}, "
+                             f"{_sd_text(d['z'])} its out-of-fold average) favours {d['favours']} over "
+                             f"{d['disfavours']}" for d in drivers)
             base = ", ".join(f"{m} {w:.0%}" for m, w in r.get("baseline_weights", {}).items())
             parts.append(f"For an average window the router would give {base}; this window differs mostly "
                          f"because {said}.")
-        if r.get("shrink_to_equal"):
-            parts.append(f"Its weights are mixed with {r['shrink_to_equal']:.0%} equal weights (chosen leave-one-"
-                         "fold-out).")
+        if r.get("shrink"):
+            parts.append(f"Its weights are mixed with {r['shrink']:.0%} of the {r['shrink_to']} combination's "
+                         "(chosen leave-one-fold-out).")
     if r and not fb and mode == "rules":
         parts.append(f"The rule that fired: if {' and '.join(r['rule']) or 'always'}, use {r['use']}.")
     band = ch.get("band")
@@ -251,8 +505,9 @@ def _why(col: str, ch: dict[str, Any], rep: dict[str, Any]) -> str:
                 f"{_f(band['hi_end'])} (width {_f(band['width_end'])}, {band['width_in_history_std']:.2f} standard "
                 "deviations of the recent history)")
         if band["drivers"]:
-            gaps = ", ".join(f"{g['member']} ({g['gap_end']:+.3g})" for g in band["furthest_members"]
-                             if g["member"] in band["drivers"])
+            shown = {row["member"]: _shown(row) for row in ch["members"]}
+            gaps = ", ".join(f"{shown.get(g['member'], g['member'])} ({fmt_value(g['gap_end'], sign=True)})"
+                             for g in band["furthest_members"] if g["member"] in band["drivers"])
             text += f"; the members that disagree most with the combination at that point are {gaps}."
         else:
             text += "; the members agree there, so the band reflects the out-of-fold errors of such windows."
@@ -270,28 +525,43 @@ def to_markdown(rep: dict[str, Any], plots: dict[str, str]) -> str:
                  f"(`router.mode`) is `{rep['mode']}`: {MODE_TEXT.get(rep['mode'], rep['mode'])}.")
     lines.append("Every weight was learned from out-of-fold forecasts: for each window of the training and "
                  "validation parts, forecasts by members fitted without that window's fold (and a gap around it). "
-                 "A learned router is used only if it beats equal weights and the best single member out of fold, "
-                 "pooled and on most folds. The test part chose nothing.")
-    lines.append("Errors are MSE on standardised values (training mean and std); `oof` is out of fold over train + "
-                 "validation, `test` over every test window. Members named `name@p` are period experts for period p. "
-                 "Bands are conformal intervals from the out-of-fold errors.")
+                 "Only sound members are combined: on each channel, those within "
+                 f"{(rep.get('sound') or {}).get('ratio', 'a set factor')} x the best member's out-of-fold error. "
+                 "A learned router is used only if it beats the static combinations out of fold (equal weights, the "
+                 "best single member and the best static combination, by the run's check). The test part chose "
+                 "nothing.")
+    lines.append("Levels, changes and bands are in the data's units. Errors are MSE on standardised values (training "
+                 "mean and std); `oof` is out of fold over train + validation, `test` over every test window. Members "
+                 "named `name@p` are period experts for period p. Bands are conformal intervals from the out-of-fold "
+                 "errors. The window features the router reads are explained in the glossary at the end.")
+    notes = {col: _same_forecast_notes(ch) for col, ch in rep["channels"].items()}
+    shared = next(iter(notes.values()), []) if len({tuple(n) for n in notes.values()}) == 1 else []
+    for note in shared:  # the same members coincide on every channel: said once, here
+        lines += ["", note]
     if rep["fallback"]:
         lines += ["", _fallback_text(rep)]
     gate = rep.get("gate") or {}
     for line in gate.get("reasons") or []:
         lines += ["", f"**Set aside.** {line}; it gets no weight on that channel."]
+    for line in (rep.get("sound") or {}).get("reasons") or []:
+        lines += ["", f"**Not sound.** {line}; it gets no weight on that channel."]
+    for line in rep.get("band_checks") or []:
+        lines += ["", f"**Bands.** {line}."]
     for col, ch in rep["channels"].items():
         lines += ["", f"## {col}", "", "### Why", "", _why(col, ch, rep), "", "### Members", ""]
         lines.append("| member | period | level at end | direction | weight | rank | selected | oof MSE | test MSE |")
         lines.append("|---|---|---|---|---|---|---|---|---|")
         for r in ch["members"]:
-            name = f"{r['member']} (set aside)" if r["gated"] else r["member"]
+            name = f"{_shown(r)} (set aside)" if r["gated"] else f"{_shown(r)} (not sound)" if r.get("unsound") \
+                else _shown(r)
             lines.append(f"| {name} | {r['period']} | {_f(r['level_end'])} | {r['direction']} | "
                          f"{r['weight']:.3f} | {r['rank']} | {'yes' if r['selected'] else ''} | "
                          f"{_f(r['oof_mse'])} | {_f(r['test_mse'])} |")
         c = ch["combined"]
         lines.append(f"| **combined** | | {_f(c['level_end'])} | {c['direction']} | 1.000 | | | "
                      f"{_f(c['oof_mse'])} | {_f(c['test_mse'])} |")
+        for note in [] if shared else notes[col]:
+            lines += ["", note]
         lines += ["", "### What drove the weights", ""]
         r = ch.get("router")
         if not r:
@@ -308,14 +578,18 @@ def to_markdown(rep: dict[str, Any], plots: dict[str, str]) -> str:
                          "standard deviations from the out-of-fold average.")
             lines += ["", "| feature | value | z | favours | disfavours | push |", "|---|---|---|---|---|---|"]
             for d in r.get("drivers", []):
-                lines.append(f"| {d['feature']} | {_f(d['value'], 3)} | {d['z']:+.2f} | {d['favours']} | "
-                             f"{d['disfavours']} | {d['push']:.3f} |")
+                moved = d["favours"] != d["disfavours"]  # a feature that moved no weight favours nobody
+                lines.append(f"| {feature_label(d['feature'])} | {_f(d['value'])} | {d['z']:+.2f} | "
+                             f"{d['favours'] if moved else '-'} | {d['disfavours'] if moved else '-'} | "
+                             f"{d['push']:.3f} |")
         if ch["router_weights_by_mode"]:
             modes = list(ch["router_weights_by_mode"])
             lines += ["", "Weights each router mode gives this window (before any fallback):", "",
                       "| member | " + " | ".join(modes) + " |", "|---|" + "---|" * len(modes)]
-            for n in ch["router_weights_by_mode"][modes[0]]:
-                lines.append(f"| {n} | " + " | ".join(f"{ch['router_weights_by_mode'][m][n]:.3f}" for m in modes) + " |")
+            for row in ch["members"]:  # members with one forecast in one row, their weights added
+                names = [row["member"], *row.get("same_forecast_as", [])]
+                lines.append(f"| {_shown(row)} | " + " | ".join(
+                    f"{sum(ch['router_weights_by_mode'][m].get(n, 0.0) for n in names):.3f}" for m in modes) + " |")
         lines += ["", "### Weight per period", "", "| period | weight |", "|---|---|"]
         lines += [f"| {p} | {w:.3f} |" for p, w in ch["period_weights"].items()]
         if col in plots:
@@ -324,14 +598,17 @@ def to_markdown(rep: dict[str, Any], plots: dict[str, str]) -> str:
         lines += ["", "## What members say about this window", ""]
         for n, texts in rep["member_text"].items():
             for attr, value in texts.items():
+                if attr == "prompt_text" and rep.get("description"):
+                    value = ([readable_prompt(v, rep["description"]) if isinstance(v, str) else v for v in value]
+                             if isinstance(value, list) else readable_prompt(str(value), rep["description"]))
                 lines += member_text_block(n, attr, value)
     by_fold = rep.get("oof_by_fold") or {}
     if by_fold:
         folds = sorted({f for v in by_fold.values() for f in v}, key=int)
         lines += ["", "## Out-of-fold error by fold (all output channels)", "",
                   "| member | " + " | ".join(f"fold {int(f) + 1}" for f in folds) + " |", "|---|" + "---|" * len(folds)]
-        for n, v in by_fold.items():
-            lines.append(f"| {n} | " + " | ".join(_f(v.get(f)) for f in folds) + " |")
+        for group in same_forecast_groups({n: [v.get(f) for f in folds] for n, v in by_fold.items()}):
+            lines.append(f"| {' = '.join(group)} | " + " | ".join(_f(by_fold[group[0]].get(f)) for f in folds) + " |")
     check = rep.get("router_check")
     if check:
         lines += ["", "## Router check, out of fold (leave one fold out)", ""]
@@ -355,7 +632,33 @@ def to_markdown(rep: dict[str, Any], plots: dict[str, str]) -> str:
         for i, r in enumerate(rep["rules"], 1):
             lines.append(f"| {i} | {' and '.join(r['if'])} | {r['use']} | {r['samples']} | "
                          f"{_f(r['oof_mse_chosen'])} | {_f(r['oof_mse_members_mean'])} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, *_glossary(rep)]) + "\n"
+
+
+def features_shown(rep: dict[str, Any]) -> list[str]:
+    """The router features the report names (drivers, fired rules, the rule table), in order of first mention."""
+    names: list[str] = []
+    for ch in rep["channels"].values():
+        r = ch.get("router") or {}
+        names += [d["feature"] for d in r.get("drivers", [])]
+        names += [f for f in map(_condition_feature, r.get("rule", [])) if f]
+    for row in rep.get("rules") or []:
+        names += [f for f in map(_condition_feature, row["if"]) if f]
+    return list(dict.fromkeys(names))
+
+
+def _glossary(rep: dict[str, Any]) -> list[str]:
+    """The glossary section: one line per router feature the report names (none: no section)."""
+    names = features_shown(rep)
+    if not names:
+        return []
+    lines = ["", "## Glossary of window features", "",
+             "What the router reads in the last context window of each channel (computed from the context and the "
+             "members' forecasts only, never from the future; \"standard deviations\" are the window's own):", ""]
+    for name in names:
+        label, text = describe_feature(name)
+        lines.append(f"- `{name}` ({label}): {text}.")
+    return lines
 
 
 # --- rendering ----------------------------------------------------------------

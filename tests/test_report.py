@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,18 @@ import pytest
 
 from hybrid.cli import main
 from hybrid.deployment import member_texts
-from hybrid.report import member_period, member_text_block
+from hybrid.report import (
+    describe_feature,
+    feature_label,
+    features_shown,
+    fmt_value,
+    member_period,
+    member_text_block,
+    readable_prompt,
+    same_forecast_groups,
+)
+from router.features import feature_names
+from tests.conftest import make_frame
 
 FAST = ["--context-length", "48", "--horizon", "12", "--set", "runtime.progress=false",
         "--members", "seasonal_naive,linear"]
@@ -111,6 +123,10 @@ def test_vote_is_the_default_and_forecast_uses_stored_router(capsys, long_csv):
     md = Path("run/report.md").read_text()
     assert "**Fallback.**" not in md and "For an average window" in md
     assert "| feature | value | z | favours | disfavours | push |" in md
+    top = json.loads(Path("run/report.json").read_text())["channels"]["c0"]["router"]["drivers"][0]
+    plain_name = describe_feature(top["feature"])[0]
+    assert f"this window differs mostly because the {plain_name} (`{top['feature']}` = " in md  # plain words first
+    assert f"favours {top['favours']} over {top['disfavours']}" in md and top["favours"] != top["disfavours"]
 
 
 def test_router_without_signal_falls_back_visibly(capsys, tmp_path):
@@ -188,3 +204,109 @@ def test_member_text_said_alike_for_every_channel_is_shown_once():
     assert sum("(no text prototypes)" in line for line in same) == 1 and "every channel" in "".join(same)
     differ = "".join(member_text_block("timellm", "prompt_text", ["rising", "falling"]))
     assert "rising" in differ and "falling" in differ and "every channel" not in differ
+
+
+DESCRIPTION = ("Half-hourly electricity demand in England and Wales (megawatts), June to August 2000; strong daily "
+               "(48 steps) and weekly (336 steps) cycles.")
+# what the core shows of that description after its cut to 16 tokens by an uncased tokenizer, decoded back to text
+CUT_PROMPT = ("dataset description : half - hourly electricity demand in england and wales ( megawat Task: forecast "
+              "the next 12 steps given the previous 48 steps; min -1.2, max 2.31, median 0.05, trend upward.")
+
+
+def test_vote_report_reads_like_prose(capsys, tmp_path):
+    """Demand-sized values, two members with one forecast, the router's features, the core's cut prompt."""
+    frame = make_frame(n=1500)
+    for col in ("c0", "c1"):
+        frame[col] = (2000 * frame[col]).round(1)  # megawatts: 5-digit values with a daily cycle
+    frame.to_csv(tmp_path / "demand.csv", index=False)
+    assert main(["fit", "--data", str(tmp_path / "demand.csv"), *FAST, "--members",
+                 "seasonal_naive,seasonal_naive@24,linear", "--set", f"data.description={DESCRIPTION}",
+                 "--run-dir", "run"]) == 0
+    periods = json.loads(Path("run/manifest.json").read_text())["periods"]
+    assert [p[0] for p in periods["per_channel"]] == [24, 24]  # seasonal_naive's own period on both channels
+    assert main(["forecast", "--run-dir", "run"]) == 0
+    md = Path("run/report.md").read_text()
+    rep = json.loads(Path("run/report.json").read_text())
+
+    # values in the data's units, with thousands separators, never in scientific notation
+    assert re.findall(r"\d(?:\.\d+)?e[+-]?\d+", md) == []
+    assert f"from the last observed {frame['c0'].iloc[-1]:,.0f})" in md
+    level = rep["channels"]["c0"]["combined"]["level_end"]
+    assert f"It ends at {level:,.0f} (" in md and f"| **combined** | | {level:,.0f} |" in md
+
+    # seasonal_naive (the dominant period, 24) and seasonal_naive@24 made one forecast: one row, said once
+    rows = rep["channels"]["c0"]["members"]
+    assert [r["member"] for r in rows if r["same_forecast_as"]] == ["seasonal_naive@24"]
+    both = next(r for r in rows if r["member"] == "seasonal_naive@24")
+    assert both["same_forecast_as"] == ["seasonal_naive"]
+    assert both["weight"] == pytest.approx(sum(both["weights_each"].values()))
+    assert sum(r["weight"] for r in rows) == pytest.approx(1.0) and len(rows) == 2
+    assert md.count("| seasonal_naive@24 = seasonal_naive | 24 | ") == 2  # one row per channel
+    assert not re.search(r"^\| seasonal_naive(@24)? \|", md, flags=re.MULTILINE)
+    assert md.count("**Same forecast.** `seasonal_naive@24` and `seasonal_naive` made exactly the same forecast "
+                    "(without `@p`, seasonal_naive uses the dominant period, 24)") == 1
+    linear = next(r for r in rows if r["member"] == "linear")
+    assert rep["channels"]["c0"]["period_weights"] == pytest.approx({"24": both["weight"], "no period": linear["weight"]})
+
+    # features by plain name in the table, each explained once in the glossary
+    drivers = rep["channels"]["c0"]["router"]["drivers"]
+    assert drivers
+    for d in drivers:
+        assert f"| {feature_label(d['feature'])} | " in md
+    glossary = md.split("## Glossary of window features")[1]
+    named = features_shown(rep)
+    assert {d["feature"] for d in drivers} <= set(named)
+    for name in named:
+        assert glossary.count(f"- `{name}` ({describe_feature(name)[0]}): ") == 1
+
+    # the core's prompt, cut inside a word by its tokenizer, is shown up to the last whole word
+    state = json.loads(Path("run/last_forecast.json").read_text())
+    state["details"]["member_text"] = {"timellm": {"prompt_text": [CUT_PROMPT, CUT_PROMPT]}}
+    Path("run/last_forecast.json").write_text(json.dumps(state))
+    assert main(["report", "--run-dir", "run"]) == 0
+    md = Path("run/report.md").read_text()
+    assert "megawat" not in md
+    assert ("Dataset description: Half-hourly electricity demand in England and Wales\u2026 Task: forecast the next "
+            "12 steps given the previous 48 steps;") in md
+
+
+def test_fmt_value_writes_plain_numbers():
+    assert fmt_value(26270.4) == "26,270"
+    assert fmt_value(-2378.2, sign=True) == "-2,378" and fmt_value(2378.2, sign=True) == "+2,378"
+    assert fmt_value(251.34) == "251.3" and fmt_value(23.134) == "23.13"
+    assert fmt_value(0.025613) == "0.0256" and fmt_value(0.0073012) == "0.00730"
+    assert fmt_value(1.5e-7) == "0.000000150" and fmt_value(1e-12) == "0" and fmt_value(0.0) == "0"
+    assert fmt_value(1234567) == "1,234,567" and fmt_value(None) == "-"
+
+
+def test_every_router_feature_has_a_plain_name():
+    names = feature_names((24, 168), ["arima", "seasonal_naive@24"])
+    unknown = describe_feature("no_such_feature")
+    assert all(describe_feature(n) != (n, unknown[1]) for n in names)
+    assert describe_feature("dev:arima")[0] == "arima against the others"
+    assert "median forecast" in describe_feature("dev:arima")[1]
+    assert describe_feature("backtest:seasonal_naive@24")[0] == "seasonal_naive@24's recent error"
+    assert describe_feature("median_rel")[0] == "window median"
+    assert describe_feature("acf@168")[0] == "168-step repetition"
+    assert feature_label("volatility_ratio") == "recent volatility (`volatility_ratio`)"
+
+
+def test_readable_prompt_cuts_the_description_at_a_word():
+    task = " Task: forecast the next 96 steps."
+    cased = "Dataset description: Half-hourly electricity demand in England and Wales (megawat" + task
+    assert readable_prompt(cased, DESCRIPTION) == (
+        "Dataset description: Half-hourly electricity demand in England and Wales\u2026" + task)
+    on_a_word = "Dataset description: Half-hourly electricity demand in England and" + task
+    assert readable_prompt(on_a_word, DESCRIPTION) == on_a_word.replace(" and", " and\u2026")
+    whole = "dataset description : " + DESCRIPTION.lower().replace("(", "( ") + task
+    assert readable_prompt(whole, DESCRIPTION) == f"Dataset description: {DESCRIPTION}{task}"
+    unknown = "dataset description : [UNK] demand" + task  # not the run's description: shown as the core read it
+    assert readable_prompt(unknown, DESCRIPTION) == unknown
+    assert readable_prompt("(no prompt: core.prompt is false)", DESCRIPTION) == "(no prompt: core.prompt is false)"
+
+
+def test_same_forecast_groups_put_the_period_expert_first():
+    same, other = [1.0, 2.0, 3.0], [1.0, 2.0, 3.5]
+    groups = same_forecast_groups({"seasonal_naive": same, "linear": other, "seasonal_naive@24": same})
+    assert groups == [["seasonal_naive@24", "seasonal_naive"], ["linear"]]
+    assert same_forecast_groups({"a": same, "b": other}) == [["a"], ["b"]]

@@ -125,6 +125,62 @@ def test_point_latest_from_many_threads(tmp_path):
     assert sorted(p.name for p in parent.iterdir() if p.name.startswith(".")) == []
 
 
+def test_latest_is_the_last_finished_run_also_with_run_dir(csv_path, fit_args, capsys, monkeypatch, tmp_path):
+    """runs/latest follows every finished fit, --run-dir or not; forecast/evaluate/report without one use it."""
+    latest = Path("runs/latest")
+    assert main(["fit", "--data", str(csv_path), *fit_args, "--run-dir", "r1"]) == 0
+    assert latest.is_symlink() and latest.resolve() == Path("r1").resolve()
+    assert os.readlink(latest) == str(Path("r1").resolve())  # outside runs/: the absolute path
+    capsys.readouterr()
+    assert main(["forecast"]) == 0 and Path("r1/forecast.csv").is_file()
+    assert main(["report"]) == 0
+    assert main(["evaluate"]) == 0
+    assert f"run {Path('r1').resolve()}" in capsys.readouterr().out
+
+    monkeypatch.setenv(artifacts.STAMP_ENV, STAMP)
+    assert main(["fit", "--data", str(csv_path), *fit_args]) == 0
+    assert os.readlink(latest) == f"series-{STAMP}"  # inside runs/: by name, so runs/ can be moved whole
+    assert main(["fit", "--data", str(csv_path), *fit_args, "--run-dir", "runs/mine"]) == 0
+    assert os.readlink(latest) == "mine"
+
+    elsewhere = tmp_path / "other" / "r2"
+    assert main(["fit", "--data", str(csv_path), *fit_args, "--run-dir", str(elsewhere)]) == 0
+    assert latest.resolve() == elsewhere.resolve()
+    assert not (tmp_path / "other" / "latest").exists()  # one pointer, in runs/ of the working folder
+
+    # a refused fit and a failed fit leave the pointer where it was
+    assert main(["fit", "--data", str(csv_path), *fit_args, "--run-dir", "r1"]) == 2
+    assert latest.resolve() == elsewhere.resolve()
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(artifacts, "save_member", boom)
+    assert main(["fit", "--data", str(csv_path), *fit_args, "--run-dir", "r3"]) == 1
+    assert latest.resolve() == elsewhere.resolve() and not Path("r3").exists()
+
+
+def test_a_private_run_is_not_made_latest(tmp_path):
+    with artifacts.staged_run_dir(tmp_path / "scratch" / "run", "x", latest=False) as (stage, final):
+        (stage / artifacts.MANIFEST).write_text('{"complete": true}')
+    assert (final / artifacts.MANIFEST).is_file()
+    assert not Path("runs").exists()
+    with artifacts.staged_run_dir(tmp_path / "kept", "x") as (stage, final):
+        (stage / artifacts.MANIFEST).write_text('{"complete": true}')
+    assert artifacts.resolve_run_dir(None) == final
+
+
+def test_a_run_still_lands_when_latest_cannot_be_pointed(csv_path, fit_args, capsys):
+    Path("runs/latest").mkdir(parents=True)  # a real folder in the pointer's place: never replaced
+    (Path("runs/latest") / "mine.txt").write_text("mine\n")
+    assert main(["fit", "--data", str(csv_path), *fit_args, "--run-dir", "r1"]) == 0
+    assert json.loads(Path("r1/manifest.json").read_text())["complete"] is True
+    assert (Path("runs/latest") / "mine.txt").read_text() == "mine\n"
+    err = capsys.readouterr().err
+    assert "WARNING" in err and "runs/latest could not point at it" in err and "pass --run-dir" in err
+    assert sorted(p.name for p in Path("runs").iterdir()) == ["latest"]  # no temporary link left behind
+
+
 def test_existing_run_dir_needs_overwrite(csv_path, fit_args, capsys, monkeypatch):
     assert main(["fit", "--data", str(csv_path), *fit_args, "--run-dir", "run"]) == 0
     before = snapshot(Path("run"))
@@ -141,12 +197,13 @@ def test_existing_run_dir_needs_overwrite(csv_path, fit_args, capsys, monkeypatc
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "run" in err[0] and "--overwrite" in err[0], err
     assert snapshot(Path("run")) == before
-    assert sorted(p.name for p in Path().iterdir()) == ["run", "series.csv"]
+    assert sorted(p.name for p in Path().iterdir()) == ["run", "runs", "series.csv"]  # runs/: the latest pointer
 
     assert main(["fit", "--data", str(csv_path), *fit_args, "--run-dir", "run", "--seed", "1", "--overwrite"]) == 0
     assert json.loads(Path("run/manifest.json").read_text())["seed"] == 1
     assert snapshot(Path("run")) != before
-    assert sorted(p.name for p in Path().iterdir()) == ["run", "series.csv"], "no .old-/.incomplete- leftovers"
+    assert sorted(p.name for p in Path().iterdir()) == ["run", "runs", "series.csv"], "no .old-/.incomplete- leftovers"
+    assert [p.name for p in Path("runs").iterdir()] == ["latest"]  # the pointer alone, no run, no working folder
 
 
 def test_api_overwrite(csv_path):
@@ -187,7 +244,8 @@ def test_empty_folder_may_be_used_and_a_failed_fit_removes_what_it_claimed(csv_p
     assert main(["fit", "--data", str(csv_path), *fit_args, "--run-dir", "new"]) == 1
     assert not Path("new").exists()
     assert main(["fit", "--data", str(csv_path), *fit_args]) == 1
-    assert list(Path("runs").iterdir()) == []
+    assert [p.name for p in Path("runs").iterdir()] == ["latest"]  # no run, no working folder
+    assert Path("runs/latest").resolve() == Path("empty").resolve()  # still the last run that finished
 
 
 def test_stale_staging_folders_are_removed_live_ones_kept(csv_path, fit_args, capsys):
