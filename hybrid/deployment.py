@@ -16,15 +16,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from hybrid.artifacts import plain
 from hybrid.config import Config
-from hybrid.intervals import Bands, check_levels, fit_bands, member_spread, spread_of
+from hybrid.intervals import Bands, check_levels, fit_bands, member_spread
 from hybrid.stacking import Gate, OOFWindows, stack_set
 from router.fitting import fit_router
 from router.models import ROUTER_MODES
 from router.router import Router
-from router.static import STATIC_MODES, combine
+from router.static import STATIC_MODES, combine, combine_static, median_forecast
 
 logger = logging.getLogger(__name__)
 
@@ -43,14 +44,15 @@ class Deployment:
         fallback: the static combiner used instead of a learned mode, or None.
         fallback_reason: one line, when it fell back.
         router: the fitted router (None with a single member).
-        static: static mode -> weights [Co, M] from out-of-fold errors.
-        mask: [Co, M] the sanity gate.
+        static: static mode -> weights [Co, M] from out-of-fold errors (the median's: equal over its members).
+        mask: [Co, M] the members each channel may use: sound and allowed by the sanity gate.
         steps: the backtest length H' of the router's features.
         backtest_members: members with a backtest feature.
         bands: the combination's conformal bands (None without levels).
         member_bands: each member's own conformal bands.
         references: member -> the reference members it reads (the core).
         periods: the periods the features use.
+        router_ratio: ``router.sound_ratio``, the soundness factor of the members combined.
     """
 
     horizon: int
@@ -68,6 +70,7 @@ class Deployment:
     member_bands: dict[str, Bands] = field(default_factory=dict)
     references: dict[str, tuple[str, ...]] = field(default_factory=dict)
     periods: tuple[int, ...] = ()
+    router_ratio: float = np.inf
 
     def features(self, context: np.ndarray, forecasts: dict[str, np.ndarray],
                  backtests: dict[str, np.ndarray]) -> np.ndarray | None:
@@ -99,7 +102,7 @@ class Deployment:
         if self.bands is None:
             return {}
         spread = member_spread([forecasts[m] for m in self.members])
-        sigma = spread_of(self.bands.normaliser, context, spread, combined.shape[-1])
+        sigma = self.bands.sigma(context, spread, combined.shape[-1])
         out = {COMBINED: {lv: self.bands.band(combined, sigma, lv) for lv in self.bands.levels}}
         if members:
             out.update({n: {lv: b.band(forecasts[n], sigma, lv) for lv in b.levels}
@@ -110,16 +113,31 @@ class Deployment:
         """sum_m w_m f_m: forecasts member -> [n, Co, H], weights [n, Co, M] -> [n, Co, H]."""
         return combine(forecasts, self.members, weights)
 
+    def combination(self, mode: str, X: np.ndarray | None, forecasts: dict[str, np.ndarray], n: int,
+                    raw: bool = False) -> np.ndarray:
+        """The forecast [n, Co, H] of ``mode`` (static or learned; ``raw``: a learned mode before any fallback)."""
+        if mode in STATIC_MODES:
+            return combine_static(mode, forecasts, self.members, self.static[mode])
+        if not raw and self.router is not None and self.router.fallback_.get(mode):
+            return self.combination(self.router.fallback_[mode], X, forecasts, n)
+        return self.combine(forecasts, self.mode_weights(mode, X, n, raw=raw))
+
+    def forecast(self, context: np.ndarray, forecasts: dict[str, np.ndarray], backtests: dict[str, np.ndarray]
+                 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+        """(features or None, weights [n, Co, M], ``hybrid`` [n, Co, H]) for windows context [n, Co, L]."""
+        X, W = self.features_and_weights(context, forecasts, backtests)
+        return X, W, self.combination(self.used, X, forecasts, context.shape[0])
+
     def all_combinations(self, context: np.ndarray, forecasts: dict[str, np.ndarray],
                          backtests: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Every static combiner, every learned mode (before fallback) and ``hybrid`` on the same windows."""
         n = context.shape[0]
         X = self.features(context, forecasts, backtests)
-        out = {mode: self.combine(forecasts, self.mode_weights(mode, X, n)) for mode in STATIC_MODES}
+        out = {mode: self.combination(mode, X, forecasts, n) for mode in STATIC_MODES}
         if self.router is not None:
             for mode in ROUTER_MODES:
-                out[f"router_{mode}"] = self.combine(forecasts, self.mode_weights(mode, X, n, raw=True))
-        out[COMBINED] = out[self.used] if self.used in out else self.combine(forecasts, self.mode_weights(self.used, X, n))
+                out[f"router_{mode}"] = self.combination(mode, X, forecasts, n, raw=True)
+        out[COMBINED] = out[self.used] if self.used in out else self.combination(self.used, X, forecasts, n)
         return out
 
     def explain(self, manifest: dict[str, Any], X: np.ndarray | None, columns: list[str], members: dict[str, Any],
@@ -136,6 +154,7 @@ class Deployment:
             "check": entry.get("router", {}).get("check"),
             "rules": entry.get("router", {}).get("rules"),
             "gate": entry.get("gate"),
+            "sound": entry.get("combiner", {}).get("sound"),
             "bands": entry.get("bands"),
             "channels": {},
             "member_text": member_texts(members, context, forecasts, self.references),
@@ -173,10 +192,19 @@ def member_texts(members: dict[str, Any], context: np.ndarray, forecasts: dict[s
     return out
 
 
-def deploy(cfg: Config, oof: OOFWindows, members: list[str], gate: Gate, periods: tuple[int, ...], horizon: int,
-           context_length: int, steps: int, out_ch: list[int], channels: list[str], backtest_members: list[str]
-           ) -> tuple[Deployment, dict[str, Any]]:
+def deploy(*args: Any, **kwargs: Any) -> tuple[Deployment, dict[str, Any]]:
+    """:func:`learn_deployment` on one BLAS thread: its many small products run 3-4x faster without thread hand-offs."""
+    with threadpool_limits(limits=1):
+        return learn_deployment(*args, **kwargs)
+
+
+def learn_deployment(cfg: Config, oof: OOFWindows, members: list[str], gate: Gate, periods: tuple[int, ...],
+                     horizon: int, context_length: int, steps: int, out_ch: list[int], channels: list[str],
+                     backtest_members: list[str], offset: np.ndarray | None = None
+                     ) -> tuple[Deployment, dict[str, Any]]:
     """Learn the combination on the out-of-fold windows; returns it and its out-of-fold scores.
+
+    ``offset`` [Co]: each output channel's training mean over its standard deviation (the bands' level spread).
 
     Returns:
         The :class:`Deployment` and, per combination name (every static
@@ -187,8 +215,14 @@ def deploy(cfg: Config, oof: OOFWindows, members: list[str], gate: Gate, periods
     levels = check_levels(cfg.task.levels)
     forecasts = [oof.forecasts[m] for m in members]  # M arrays [n, Co, H]; never stacked (memory)
 
-    def mix(w: np.ndarray) -> np.ndarray:
-        """sum_m w[..., m] f_m -> [n, Co, H] float64."""
+    def mix(w: np.ndarray, mode: str = "") -> np.ndarray:
+        """sum_m w[..., m] f_m -> [n, Co, H] float64 (``median``: the median of each fold's members)."""
+        if mode == "median":
+            out = np.empty(forecasts[0].shape)
+            for f in np.unique(oof.folds):
+                rows = np.flatnonzero(oof.folds == f)
+                out[rows] = median_forecast([x[rows] for x in forecasts], w[rows[0]] > 0)
+            return out
         out = np.zeros(forecasts[0].shape)
         for k, f in enumerate(forecasts):
             out += w[..., k, None] * f
@@ -215,36 +249,47 @@ def deploy(cfg: Config, oof: OOFWindows, members: list[str], gate: Gate, periods
             fallback = router.fallback_[mode]
             used = fallback or mode
             if fallback:
-                c = router.check_[mode]
-                reason = (f"out of fold it scored MSE {c['oof_mse']:.4g} against {c['oof_mse_equal']:.4g} for equal "
-                          f"weights, {c['oof_mse_best_single']:.4g} for the best single member and "
-                          f"{c['oof_mse_fallback']:.4g} for {fallback} (needed: {100 * c['min_gain']:g} % below the "
-                          f"best of them); it won {c['folds_won']} of {c['folds']} folds, by {c['gain_t']:.2f} standard "
-                          f"errors of its per-fold gain"
-                          + (f" (needed: most folds and {c['min_t']:g})" if c["check"] == "one_se" else ""))
+                reason = fallback_reason(router.check_, mode, fallback)
         else:
             used = mode
         for name, w in lofo.items():
             key = name if name in STATIC_MODES else f"router_{name}"
-            oof_scores[key] = _scores(mix(w), oof.target, channels)
-    combined = mix(lofo[used])
+            oof_scores[key] = _scores(mix(w, name), oof.target, channels)
+    combined = mix(lofo[used], used)
     oof_scores[COMBINED] = _scores(combined, oof.target, channels)
     ctx_out = oof.context[:, out_ch]
     bands = member_bands = None
     if levels:
         spread = member_spread(forecasts)
-        bands = fit_bands(combined, oof.target, ctx_out, spread, oof.folds, levels)
+        bands = fit_bands(combined, oof.target, ctx_out, spread, oof.folds, levels, starts=oof.starts, offset=offset)
         member_bands = {m: fit_bands(oof.forecasts[m], oof.target, ctx_out, spread, oof.folds, levels,
-                                     bands.normaliser) for m in members}
+                                     bands.normaliser, oof.starts, offset, bands.half_life) for m in members}
     deployment = Deployment(
         horizon=horizon, members=list(members), mode=mode, used=used, fallback=fallback, fallback_reason=reason,
-        router=router, static=static, mask=gate.mask, steps=steps,
+        router=router, static=static, mask=gate.mask if router is None else router.mask, steps=steps,
         backtest_members=[m for m in backtest_members if m in members], bands=bands,
-        member_bands=member_bands or {}, periods=tuple(periods),
+        member_bands=member_bands or {}, periods=tuple(periods), router_ratio=cfg.router.sound_ratio,
     )
     if router is None:
         deployment.backtest_members = []
     return deployment, oof_scores
+
+
+def fallback_reason(check: dict[str, Any], mode: str, fallback: str) -> str:
+    """One line: why the learned ``mode`` was not deployed and ``fallback`` was (from the router's check)."""
+    c = check[mode]
+    against = " / ".join(c["against"])
+    text = (f"out of fold it scored MSE {c['oof_mse']:.4g} against {c['baseline_oof_mse']:.4g} for {against} "
+            f"(needed: {100 * c['min_gain']:g} % lower")
+    if c["check"] == "robust":
+        text += f" and {c['min_t']:g} standard errors of its per-fold gain; it had {c['gain_t']:.2f})"
+    elif c["check"] == "one_se":
+        text += (f", on most folds and by {c['min_t']:g} standard errors; it won {c['folds_won']} of {c['folds']} "
+                 f"folds by {c['gain_t']:.2f})")
+    else:
+        text += ")"
+    beaten = c.get("beaten_by")
+    return text + (f"; {beaten} did better" if beaten else "") + f"; {fallback} is used"
 
 
 def _scores(forecast: np.ndarray, target: np.ndarray, channels: list[str]) -> dict[str, Any]:
@@ -255,4 +300,4 @@ def _scores(forecast: np.ndarray, target: np.ndarray, channels: list[str]) -> di
             "per_channel": {c: {"mse": float(a), "mae": float(b)} for c, a, b in zip(channels, mse, mae, strict=True)}}
 
 
-__all__ = ["COMBINED", "Deployment", "deploy", "member_texts"]
+__all__ = ["COMBINED", "Deployment", "deploy", "learn_deployment", "member_texts"]

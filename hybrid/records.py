@@ -90,6 +90,25 @@ def _weights(static: dict[str, np.ndarray], members: list[str], channels: list[s
             for mode, w in static.items()}
 
 
+def sound_entry(result: HorizonResult) -> dict[str, Any]:
+    """Which members were not sound on which channel (allowed by the gate, but too far from the best), and why."""
+    router = result.deployment.router
+    assert router is not None
+    ratio = result.deployment.router_ratio
+    unsound: dict[str, list[str]] = {}
+    reasons = []
+    for i, col in enumerate(result.channels):
+        mse = {m: result.oof[m]["per_channel"][col]["mse"] for m in router.members}
+        allowed = [m for k, m in enumerate(router.members) if router.gate_ is None or router.gate_[i, k]]
+        best = min(allowed, key=mse.__getitem__)
+        for k, m in enumerate(router.members):
+            if m in allowed and not router.mask[i, k]:
+                unsound.setdefault(m, []).append(col)
+                reasons.append(f"{m} is not combined on {col}: out-of-fold MSE {mse[m]:.4g} is over {ratio:g} x "
+                               f"{mse[best]:.4g} ({best}, the best there)")
+    return {"ratio": ratio, "unsound": unsound, "reasons": reasons}
+
+
 def horizon_entry(result: HorizonResult) -> dict[str, Any]:
     dep = result.deployment
     entry: dict[str, Any] = {
@@ -105,6 +124,7 @@ def horizon_entry(result: HorizonResult) -> dict[str, Any]:
         "seconds": result.seconds,
     }
     if dep.router is not None:
+        entry["combiner"]["sound"] = sound_entry(result)
         entry["router"] = {
             "features": dep.router.names,
             "backtest_steps": dep.steps,

@@ -134,7 +134,8 @@ def stack_set(oof: OOFWindows, members: list[str], periods: tuple[int, ...], ste
     bt = {m: oof.backtests[m] for m in members if m in oof.backtests}
     X = window_features(ctx, fc, bt, members, periods, steps)
     G, b, c = moments([fc[m] for m in members], oof.target)
-    return StackSet(X, G, b, c, oof.folds, gate.mask), feature_names(periods, members)
+    return StackSet(X, G, b, c, oof.folds, gate.mask, [fc[m] for m in members], oof.target), \
+        feature_names(periods, members)
 
 
 def backtest_context(context: np.ndarray, steps: int) -> np.ndarray:

@@ -131,8 +131,9 @@ class SoftmaxLinear:
             W, bias = theta[: F * M].reshape(F, M), theta[F * M:]
             w = softmax(X @ W + bias + offset)  # [S, M]
             if self.objective == "combined":
-                per = combined_mse(w, G, b, c)
-                g = 2 * (np.einsum("smk,sk->sm", G, w) - b)
+                Gw = (G @ w[:, :, None])[:, :, 0]  # [S, M]; one batched product serves the loss and its gradient
+                per = (w * (Gw - 2 * b)).sum(-1) + c
+                g = 2 * (Gw - b)
             else:
                 per = (w * err).sum(-1)
                 g = err

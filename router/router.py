@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from router.features import shift_context, window_features
-from router.models import ROUTER_MODES, Z_CLIP, masked_equal, softmax
+from router.models import ROUTER_MODES, Z_CLIP, softmax
 from router.static import STATIC_MODES
 
 
@@ -28,13 +28,15 @@ class Router:
         horizon, context_length, steps: H, L and the backtest length H'.
         names: feature names.
         backtest_members: members with a backtest feature (the others' is 0).
-        mask: [Co, M] bool, the members each output channel may use.
+        mask: [Co, M] bool, the members each output channel may use (sound and allowed by the gate).
         mean_, std_: feature standardisation (all out-of-fold windows).
         models_: mode -> fitted model (SoftmaxLinear or RuleTree).
-        shrink_: mode -> weight of equal weights mixed into the mode's weights.
+        shrink_: mode -> weight of the ``shrink_to_`` static combiner mixed into the mode's weights.
         static_: static mode -> weights [Co, M] from out-of-fold errors.
         check_: mode -> the out-of-fold check (pooled and per fold).
         fallback_: mode -> None, or the static mode used instead.
+        shrink_to_: the weighted static combiner the vote is shrunk toward.
+        gate_: [Co, M] bool, the sanity gate alone (``mask`` is also sound).
     """
 
     members: list[str]
@@ -52,6 +54,8 @@ class Router:
     static_: dict[str, np.ndarray]
     check_: dict[str, dict[str, Any]] = field(default_factory=dict)
     fallback_: dict[str, str | None] = field(default_factory=dict)
+    shrink_to_: str = "equal"
+    gate_: np.ndarray | None = None
 
     # --- inputs -----------------------------------------------------------
     def backtest_context(self, context: np.ndarray) -> np.ndarray:
@@ -78,7 +82,7 @@ class Router:
         if mode == "vote":
             w = model.weights(self.standardise(X), mask)
             lam = self.shrink_.get(mode, 0.0)
-            return (1.0 - lam) * w + lam * masked_equal(mask)
+            return (1.0 - lam) * w + lam * self.static_[self.shrink_to_]
         if mode == "select":
             return np.eye(len(self.members))[np.argmax(model.weights(self.standardise(X), mask), axis=-1)]
         if mode == "rules":
@@ -104,7 +108,8 @@ class Router:
         weights most. For ``rules`` it is the path through the tree.
         """
         out: dict[str, Any] = {"mode": mode, "fallback": self.fallback_.get(mode),
-                               "shrink_to_equal": self.shrink_.get(mode, 0.0),
+                               "shrink": self.shrink_.get(mode, 0.0) if mode == "vote" else 0.0,
+                               "shrink_to": self.shrink_to_,
                                "gated": [m for m, ok in zip(self.members, self.mask[channel], strict=True) if not ok]}
         z = self.standardise(x)
         if mode == "rules":
