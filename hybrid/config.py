@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -33,17 +33,21 @@ CONFIG_DIR = resources.files("hybrid") / "configs"
 
 
 
+Refit = Literal["train+val", "train"]
+TrainOnly = Literal["all", "classical", "none"]
+
+
 @dataclass(frozen=True)
 class TaskConfig:
     """The forecasting task."""
 
-    context_length: int = 512  # input length L
+    context_length: int | Literal["auto"] = "auto"  # input length L; auto: chosen on validation among lengths the series allows
     horizons: tuple[int, ...] = (96,)  # every horizon H fitted (forecast serves any H up to the longest)
     members: tuple[str, ...] = ("seasonal_naive", "linear")  # ensemble members (the shipped default.yaml sets the default)
     period_experts: tuple[str, ...] = ()  # e.g. [seasonal_naive, ets]: adds name@p for each detected period p <= L/2
     seed: int = 0  # one seed for numpy, torch and scikit-learn
     n_periods: int = 3  # top-k periods detected on the training part
-    refit: str = "train+val"  # members behind the test forecasts: refitted on train+val (after every choice) | train
+    refit: Refit = "train+val"  # members behind the test forecasts: refitted on train+val (after every choice) | train
     levels: tuple[float, ...] = (80.0, 95.0)  # interval levels in percent (conformal, from out-of-fold errors); [] for none
 
 
@@ -58,7 +62,7 @@ class StackConfig:
     top_k_tolerance: float = 0.05  # top_k: members within this relative margin of the best out-of-fold MSE
     gate_ratio: float = 2.0  # set a member aside on a channel where its OOF MSE exceeds this x min(seasonal naive, mean)
     chunk_windows: int = 512  # test windows scored per chunk (bounds memory)
-    train_only: str = "classical"  # test scores of train-only fits: all | classical (the core costs minutes) | none
+    train_only: TrainOnly = "classical"  # test scores of train-only fits: all | classical (the core costs minutes) | none
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,15 @@ def _section_types() -> dict[str, type]:
     return {name: hints[name] for name in SECTIONS}
 
 
+def _describe(hint: Any) -> str:
+    """How an error names a type: ``an integer``, ``auto``, ``null``."""
+    if hint is type(None):
+        return "null"
+    if typing.get_origin(hint) is typing.Literal:
+        return " / ".join(map(str, typing.get_args(hint)))
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(hint, str(hint))
+
+
 def _coerce(value: Any, hint: Any, where: str) -> Any:
     """Convert a YAML value to the field's declared type, or raise."""
     origin = typing.get_origin(hint)
@@ -116,7 +129,14 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
                 return _coerce(value, option, where)
             except HybridInputError as exc:
                 errors.append(str(exc))
-        raise HybridInputError(f"{where}: {value!r} is not a valid value ({hint}).")
+        wanted = " or ".join(_describe(option) for option in typing.get_args(hint))
+        raise HybridInputError(f"{where} must be {wanted}; got {value!r}.")
+    if origin is typing.Literal:
+        choices = typing.get_args(hint)
+        text = value if isinstance(value, str) else str(value)
+        if text not in choices:
+            raise HybridInputError(f"{where} must be one of {', '.join(choices)}; got {value!r}.")
+        return text
     if origin is tuple:
         (item,) = typing.get_args(hint)[:1]
         items = value if isinstance(value, (list, tuple)) else [value]
@@ -263,11 +283,12 @@ def config_from_dict(d: dict[str, dict[str, Any]]) -> Config:
 
 
 def reference_rows() -> list[tuple[str, str, str]]:
-    """(key, default, meaning) for every config key, read from the section
-    dataclasses and their inline comments (the single source of the docs)."""
+    """(key, default, meaning) for every config key: the default a user gets (the section dataclasses' defaults
+    as ``hybrid/configs/default.yaml`` sets them) and the meaning from the dataclasses' inline comments."""
     import inspect
     import re
 
+    shipped = load_config().to_dict()  # the dataclass defaults as hybrid/configs/default.yaml sets them
     rows = []
     for section, cls in _section_types().items():
         comments: dict[str, str] = {}
@@ -276,9 +297,7 @@ def reference_rows() -> list[tuple[str, str, str]]:
             if m:
                 comments[m.group(1)] = m.group(2).strip()
         for f in dataclasses.fields(cls):
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-            shown = list(default) if isinstance(default, tuple) else default
-            rows.append((f"{section}.{f.name}", json_like(shown), comments.get(f.name, "")))
+            rows.append((f"{section}.{f.name}", json_like(shipped[section][f.name]), comments.get(f.name, "")))
     return rows
 
 
@@ -289,11 +308,21 @@ def json_like(value: Any) -> str:
 
 
 def reference_markdown() -> str:
-    """The README's config reference table."""
+    """The config reference table of docs/configuration.md."""
     lines = ["| key | default | meaning |", "|---|---|---|"]
     lines += [f"| `{k}` | `{d}` | {m.replace('|', '/')} |" for k, d, m in reference_rows()]
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    print(reference_markdown())
+def write_reference(path: Path) -> None:
+    """Put the current table between the config-reference markers of ``path`` (docs/configuration.md)."""
+    import re
+
+    text = path.read_text()
+    new = re.sub(r"(<!-- config-reference:begin.*?-->\n)(.*?)(\n<!-- config-reference:end -->)",
+                 lambda m: m.group(1) + reference_markdown() + m.group(3), text, flags=re.S)
+    path.write_text(new)
+
+
+if __name__ == "__main__":  # python -m hybrid.config: rewrite the table of docs/configuration.md
+    write_reference(Path(__file__).resolve().parents[1] / "docs" / "configuration.md")

@@ -54,16 +54,21 @@ from hybrid.deployment import Deployment, deploy
 from hybrid.evaluation import Scoreboard
 from hybrid.members import expand_period_experts, make_member, uses_references
 from hybrid.records import FORMAT, _versions, _weights
+from hybrid.sizing import choose_panel_context_length
 from hybrid.stacking import OOFWindows, baseline_mse, sanity_gate
 from kernel.contract import Forecaster, Segment, TaskSpec
 from kernel.data import (
     LONG_COLUMNS,
     DataConfig,
+    DataSource,
     _handle_missing,
     _parse_times,
     _regularise,
     dataset_name,
+    dayfirst_setting,
     future_timestamps,
+    read_table,
+    source_label,
 )
 from kernel.errors import HybridInputError
 from kernel.parallel import parallel_map
@@ -83,7 +88,7 @@ SERIES_SCORES = "series_scores.csv"
 # ----------------------------------------------------------------------------- data
 
 
-def long_frame(source: str | None, cfg: DataConfig) -> pd.DataFrame | None:
+def long_frame(source: DataSource, cfg: DataConfig) -> pd.DataFrame | None:
     """The rows of ``source`` when it is handled as a panel, else None (it is read as one wide series).
 
     A panel: ``data.layout: long``, or ``auto`` and a long file (``unique_id, ds, y``) whose series do not all
@@ -92,18 +97,18 @@ def long_frame(source: str | None, cfg: DataConfig) -> pd.DataFrame | None:
     """
     if cfg.layout not in ("auto", "wide", "long"):
         raise HybridInputError(f"data.layout must be auto, wide or long; got {cfg.layout!r}.")
-    if source is None or cfg.layout == "wide" or not Path(source).is_file():
+    if source is None or cfg.layout == "wide" or not (isinstance(source, pd.DataFrame) or Path(source).is_file()):
         return None
     try:
-        head = pd.read_csv(source, nrows=0)
+        head = read_table(source, cfg, nrows=0)
     except Exception:  # noqa: BLE001 - load_series reads it again and says what is wrong
         return None
     if not set(LONG_COLUMNS) <= set(head.columns):
         if cfg.layout == "long":
-            raise HybridInputError(f"data.layout: long needs columns {', '.join(LONG_COLUMNS)}; {source} has "
+            raise HybridInputError(f"data.layout: long needs columns {', '.join(LONG_COLUMNS)}; {source_label(source)} has "
                                    f"{', '.join(map(str, head.columns))}.")
         return None
-    frame = pd.read_csv(source)
+    frame = read_table(source, cfg)
     if cfg.layout == "long":
         return frame
     by = frame.groupby("unique_id", sort=False)["ds"]
@@ -188,7 +193,7 @@ def load_panel(source: str, cfg: Config, max_horizon: int, frame: pd.DataFrame |
         row = int(np.flatnonzero(bad.to_numpy())[0])
         raise HybridInputError(f"column 'y' is not numeric: CSV line {row + 2} holds {frame['y'].iloc[row]!r}; "
                                "fix or remove those rows.")
-    times = _parse_times(frame["ds"], "ds", source)
+    times = _parse_times(frame["ds"], "ds", source, dayfirst_setting(data_cfg))
     long = pd.DataFrame({"unique_id": frame["unique_id"].astype(str).to_numpy(), "y": y.to_numpy()}, index=times)
     purge = None if cfg.stack.purge < 0 else cfg.stack.purge
     ids, parts, splits, plans, means, scales, lasts, freqs = [], [], [], [], [], [], [], []
@@ -497,9 +502,15 @@ def production_frame(panel: Panel, deployment: Deployment, last_ctx: np.ndarray,
 
 
 def fit_panel(cfg: Config, source: str, frame: pd.DataFrame, horizons: tuple[int, ...],
-              run_dir: str | Path | None = None, overwrite: bool = False) -> tuple[Path, dict[str, Any]]:
-    """``hybrid fit`` on many series: cross-fit, combine, score and write a run directory (see the module docstring)."""
+              run_dir: str | Path | None = None, overwrite: bool = False, latest: bool = True
+              ) -> tuple[Path, dict[str, Any]]:
+    """``hybrid fit`` on many series: cross-fit, combine, score and write a run directory (see the module docstring).
+
+    ``latest``: point ``runs/latest`` at the finished run (``artifacts.staged_run_dir``).
+    """
     t_start = time.perf_counter()
+    lengths = frame.groupby(frame["unique_id"].astype(str), sort=False).size().tolist() if "unique_id" in frame else []
+    cfg, sizing = choose_panel_context_length(cfg, lengths or [0], horizons)
     for name in cfg.task.members:
         if uses_references(make_member(name, cfg)) and (cfg.core.references or cfg.core.classical_text):
             raise HybridInputError(
@@ -531,6 +542,7 @@ def fit_panel(cfg: Config, source: str, frame: pd.DataFrame, horizons: tuple[int
         "n_series": panel.n_series,
         "series_rows": {"min": int(lengths.min()), "median": float(np.median(lengths)), "max": int(lengths.max())},
         "context_length": cfg.task.context_length,
+        **({"context_length_auto": sizing} if sizing else {}),
         "horizons": list(horizons),
         "split": {"kind": "ratio, per series", "ratios": list(cfg.data.split_ratios)},
         "periods": panel.periods.to_dict(),
@@ -544,13 +556,11 @@ def fit_panel(cfg: Config, source: str, frame: pd.DataFrame, horizons: tuple[int
         "versions": _versions(),
         "seed": cfg.task.seed,
     }
-    with artifacts.staged_run_dir(run_dir, panel.name, overwrite=overwrite) as (stage, final):
+    with artifacts.staged_run_dir(run_dir, panel.name, overwrite=overwrite, latest=latest) as (stage, final):
         pd.concat([r.forecast.assign(horizon=H) for H, r in results.items()]).to_csv(stage / FORECAST_FILE, index=False)
         pd.concat([r.series_scores for r in results.values()]).to_csv(stage / SERIES_SCORES, index=False)
         manifest["fit_seconds_total"] = round(time.perf_counter() - t_start, 2)
         artifacts.write_json(stage / artifacts.MANIFEST, manifest)
-    if run_dir is None:
-        artifacts.point_latest(final)
     logger.info("run written to %s", final)
     return final, manifest
 

@@ -1,7 +1,7 @@
 """The pipeline: cross-fit every member, learn the combination out of fold, score, persist.
 
 ``fit_run`` is what ``hybrid fit`` does; ``forecast_run`` what ``hybrid
-forecast`` does. Per horizon (DESIGN.md, "How data flows"):
+forecast`` does. Per horizon (docs/architecture.md, "Data flow"):
 
 1. every classical member at every stage (:mod:`hybrid.crossfit`): selection
    on train / val, one fit per fold, refit on train + val, production fit;
@@ -45,13 +45,14 @@ from hybrid.intervals import check_levels
 from hybrid.members import REGISTRY, expand_period_experts, make_member, parse_member, uses_references
 from hybrid.panel import fit_panel, long_frame
 from hybrid.records import HorizonResult, build_manifest
+from hybrid.sizing import AUTO, choose_context_length, fit_fold_plan
 from hybrid.stacking import OOFWindows, baseline_mse, sanity_gate
 from kernel.contract import TaskSpec
-from kernel.data import future_timestamps, load_series, resolve_split_kind
+from kernel.data import DataSource, Series, future_timestamps, load_series, resolve_split_kind, source_label
 from kernel.distributed import is_main_process
 from kernel.errors import HybridInputError
 from kernel.periods import detect_periods
-from kernel.protocol import FoldPlan, Scaler, make_fold_plan, make_split, windows
+from kernel.protocol import FoldPlan, Scaler, make_split, windows
 from router.config import CHECKS
 from router.features import backtest_steps, shift_context
 from router.models import ROUTER_MODES
@@ -89,8 +90,9 @@ def check_config(cfg: Config) -> tuple[int, ...]:
     horizons = tuple(sorted(set(cfg.task.horizons)))
     if not horizons or min(horizons) < 1:
         raise HybridInputError(f"task.horizons must be positive integers; got {list(cfg.task.horizons)}.")
-    if cfg.task.context_length < 2:
-        raise HybridInputError(f"task.context_length must be at least 2; got {cfg.task.context_length}.")
+    L = cfg.task.context_length
+    if (isinstance(L, str) and L != AUTO) or (not isinstance(L, str) and L < 2):
+        raise HybridInputError(f"task.context_length must be auto or an integer of at least 2; got {L!r}.")
     valid = (*ROUTER_MODES, *STATIC_MODES)
     if cfg.router.mode not in valid:
         raise HybridInputError(f"router.mode must be one of {', '.join(valid)}; got {cfg.router.mode!r}.")
@@ -108,10 +110,10 @@ def check_config(cfg: Config) -> tuple[int, ...]:
     return horizons
 
 
-def prepare_data(cfg: Config, source: str | None, max_horizon: int) -> RunData:
-    """Load, split, scale and describe the series."""
+def prepare_data(cfg: Config, source: DataSource, max_horizon: int, series: Series | None = None) -> RunData:
+    """Load (unless ``series`` is given), split, scale and describe the series (``cfg``'s context length resolved)."""
     L = cfg.task.context_length
-    series = load_series(source, cfg.data)
+    series = load_series(source, cfg.data) if series is None else series
     kind = resolve_split_kind(series.name, cfg.data.split)
     split = make_split(series.n_rows, L, max_horizon, kind=kind, freq=series.freq, ratios=tuple(cfg.data.split_ratios))
     scaler = Scaler.fit(split.part(series.values, "train"))
@@ -154,6 +156,28 @@ def core_folds(cfg: Config) -> int:
 
 
 # ----------------------------------------------------------------------------- one horizon
+
+
+@dataclass
+class Collected:
+    """One horizon's members, fitted at every stage, and their out-of-fold windows.
+
+    Attributes:
+        oof: the sampled historical windows with every member's out-of-fold forecasts.
+        members: the members that fitted (the core last); classical: those that read no references.
+        baseline: [Co] the better of seasonal naive and the window mean, out of fold.
+        channels: the output channels' names.
+        steps: the backtest length H' of the router's features.
+        seconds: fit seconds per member.
+    """
+
+    oof: OOFWindows
+    members: list[str]
+    classical: list[str]
+    baseline: np.ndarray
+    channels: list[str]
+    steps: int
+    seconds: dict[str, float]
 
 
 @dataclass
@@ -201,9 +225,9 @@ class HorizonFitter:
 
     cache_horizon: int = 0
 
-    def run(self) -> HorizonResult:
+    def collect(self) -> Collected:
+        """Fit every member at every stage; their out-of-fold forecasts of the sampled historical windows."""
         cfg, data, H, L = self.cfg, self.data, self.horizon, self.L
-        t_start = time.perf_counter()
         spec = task_spec(cfg, data, H)
         steps = backtest_steps(H, L, cfg.router.backtest_steps)
         out = data.out_ch
@@ -255,10 +279,18 @@ class HorizonFitter:
         ok = [n for n in self.names if n in self.fits]
         if not ok:
             raise RuntimeError(f"every member failed at horizon {H}; see the warnings above.")
-        gate = sanity_gate(oof, ok, baseline, cfg.stack.gate_ratio, channels)
+        return Collected(oof, ok, [n for n in ok if n not in core_names], baseline, channels, steps, seconds)
+
+    def run(self) -> HorizonResult:
+        cfg, data, H, L = self.cfg, self.data, self.horizon, self.L
+        t_start = time.perf_counter()
+        got = self.collect()
+        oof, ok, channels, seconds = got.oof, got.members, got.channels, got.seconds
+        gate = sanity_gate(oof, ok, got.baseline, cfg.stack.gate_ratio, channels)
         t0 = time.perf_counter()
-        deployment, oof_combined = deploy(cfg, oof, ok, gate, data.periods.dominant, H, L, steps, out, channels,
-                                          [n for n in ok if n not in core_names])
+        offset = data.scaler.mean[data.out_ch] / data.scaler.scale[data.out_ch]
+        deployment, oof_combined = deploy(cfg, oof, ok, gate, data.periods.dominant, H, L, got.steps, data.out_ch,
+                                          channels, got.classical, offset)
         deployment.references = {n: self.fits[n].reference_names for n in ok if self.fits[n].reference_names}
         seconds["combine"] = round(time.perf_counter() - t0, 3)
         t0 = time.perf_counter()
@@ -270,7 +302,7 @@ class HorizonFitter:
             if self.cache.get(name) is not self.fits[name]:
                 self.fits[name].release()
         n_oof = len(oof.starts)
-        del oof, ctx, tgt, bt_ctx  # the out-of-fold forecasts are not kept past this horizon
+        del oof, got  # the out-of-fold forecasts are not kept past this horizon
         return HorizonResult(
             horizon=H, members={n: self.fits[n] for n in ok}, failed=dict(self.failed), oof=oof_scores,
             oof_windows=n_oof,
@@ -324,14 +356,16 @@ class HorizonFitter:
 # ----------------------------------------------------------------------------- the run
 
 
-def fit_run(cfg: Config, data: str | None, run_dir: str | Path | None = None, overwrite: bool = False) -> FitResult:
+def fit_run(cfg: Config, data: DataSource, run_dir: str | Path | None = None, overwrite: bool = False,
+            latest: bool = True) -> FitResult:
     """Cross-fit every member for every horizon, combine, score, and write a complete run directory.
 
     Args:
         cfg: the full config.
-        data: CSV path or built-in dataset name (None: the default dataset).
+        data: a file path, a built-in dataset name (None: the default dataset) or a DataFrame (see load_series).
         run_dir: where to write the run; default ``runs/<dataset>-<UTC time>`` (made unique).
         overwrite: replace a run already at ``run_dir`` (otherwise that is refused up front).
+        latest: point ``runs/latest`` at the finished run (False for the API's private runs).
 
     Returns:
         The run directory and its manifest.
@@ -342,14 +376,17 @@ def fit_run(cfg: Config, data: str | None, run_dir: str | Path | None = None, ov
     np.random.seed(cfg.task.seed)
     frame = long_frame(data, cfg.data)
     if frame is not None:  # many series that do not share one time axis: a panel (hybrid.panel)
-        return FitResult(*fit_panel(cfg, str(data), frame, horizons, run_dir, overwrite))
+        return FitResult(*fit_panel(cfg, source_label(data), frame, horizons, run_dir, overwrite, latest))
+    series = load_series(data, cfg.data)
+    cfg, sizing = choose_context_length(cfg, series, horizons)
     L, H_max = cfg.task.context_length, max(horizons)
-    run = prepare_data(cfg, data, H_max)
+    run = prepare_data(cfg, data, H_max, series)
     purge = None if cfg.stack.purge < 0 else cfg.stack.purge
-    plan = make_fold_plan(run.history_end, L, H_max, cfg.stack.folds, purge)
+    plan = fit_fold_plan(run.history_end, L, H_max, cfg.stack.folds, purge)
     names = expand_period_experts(cfg.task.members, cfg.task.period_experts, run.periods.dominant, L)
     has_core = any(uses_references(make_member(n, cfg)) for n in names)
-    core_plan = make_fold_plan(run.history_end, L, H_max, core_folds(cfg), purge) if has_core else plan
+    core_plan = fit_fold_plan(run.history_end, L, H_max, min(core_folds(cfg), plan.n_folds), purge,
+                              "stack.core_folds") if has_core else plan
     cache: dict[str, MemberFits] = {}
     results: dict[int, HorizonResult] = {}
     bar = tqdm(total=len(horizons) * len(names), desc="fit", unit="member", disable=not cfg.runtime.progress)
@@ -361,9 +398,11 @@ def fit_run(cfg: Config, data: str | None, run_dir: str | Path | None = None, ov
     for fits in cache.values():
         fits.release()
     manifest = build_manifest(cfg, run, horizons, plan, core_plan, results)
+    if sizing:
+        manifest["context_length_auto"] = sizing
     if not is_main_process():  # torchrun: every rank fits (the core trains data-parallel), rank 0 alone writes the run
         return FitResult(Path(), manifest)
-    with artifacts.staged_run_dir(run_dir, run.series.name, overwrite=overwrite) as (stage, final):
+    with artifacts.staged_run_dir(run_dir, run.series.name, overwrite=overwrite, latest=latest) as (stage, final):
         stored: dict[str, dict[str, str]] = {}
         for H, result in results.items():
             for name, fits in result.members.items():
@@ -378,8 +417,6 @@ def fit_run(cfg: Config, data: str | None, run_dir: str | Path | None = None, ov
                  timestamps=np.asarray(run.series.timestamps[-L:].strftime("%Y-%m-%dT%H:%M:%S"), dtype=str))
         manifest["fit_seconds_total"] = round(time.perf_counter() - t_start, 2)
         artifacts.write_json(stage / artifacts.MANIFEST, manifest)
-    if run_dir is None:
-        artifacts.point_latest(final)
     logger.info("run written to %s", final)
     return FitResult(final, manifest)
 
@@ -434,7 +471,7 @@ def load_fitted(run_dir: Path, manifest: dict[str, Any], horizon: int) -> dict[s
     return out
 
 
-def _context_rows(run_dir: Path, manifest: dict[str, Any], data: str | None
+def _context_rows(run_dir: Path, manifest: dict[str, Any], data: DataSource
                   ) -> tuple[np.ndarray, pd.DatetimeIndex, str]:
     """Last L rows (original units) and their timestamps, from the run or new data."""
     L = manifest["context_length"]
@@ -445,17 +482,17 @@ def _context_rows(run_dir: Path, manifest: dict[str, Any], data: str | None
     series = load_series(data, replace(cfg.data, name=manifest["dataset"]))
     if list(series.columns) != manifest["columns"]:
         raise HybridInputError(
-            f"--data {data} has columns {', '.join(series.columns)}, but the run was fitted on "
+            f"--data {source_label(data)} has columns {', '.join(series.columns)}, but the run was fitted on "
             f"{', '.join(manifest['columns'])}; pass data with the same columns."
         )
     if series.n_rows < L:
         raise HybridInputError(
-            f"--data {data} has {series.n_rows} rows; forecasting needs the last {L} (context_length)."
+            f"--data {source_label(data)} has {series.n_rows} rows; forecasting needs the last {L} (context_length)."
         )
     return series.values[-L:], series.timestamps[-L:], series.freq
 
 
-def forecast_run(run_dir: Path, horizon: int | None = None, data: str | None = None) -> ForecastResult:
+def forecast_run(run_dir: Path, horizon: int | None = None, data: DataSource = None) -> ForecastResult:
     """Forecast the ``horizon`` steps after the end of the data with a fitted run."""
     manifest = artifacts.read_manifest(run_dir)
     if manifest.get("layout") == "panel":

@@ -9,6 +9,10 @@ Sizes are chosen so that the default config trains to early stop within about
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+Schedule = Literal["onecycle", "cosine", "constant"]
+Device = Literal["auto", "cpu", "cuda"]
 
 
 @dataclass(frozen=True)
@@ -32,7 +36,7 @@ class CoreConfig:
     top_k_lags: int = 5  # lags named in the prompt ("top 5 lags are: ...")
     max_description_tokens: int = 16  # the dataset description is cut to this many tokens
     max_prompt_tokens: int = 96  # prompt tokens in all (description + task + statistics + classical text)
-    # --- fusion with the classical members (DESIGN.md, core items 4 and 5) ------------------------
+    # --- fusion with the classical members (docs/architecture.md, "The Time-LLM core") ------------------------
     reference_members: tuple[str, ...] = ("linear", "nlinear", "ets")  # classical members fed to the core
     classical_text: bool = True  # one prompt sentence per reference member (level, direction, agreement)
     references: bool = True  # reference tokens: each member's forecast, patched and embedded
@@ -43,7 +47,7 @@ class CoreConfig:
     eval_batch_size: int = 256  # samples per forward pass in validation and predict
     lr: float = 0.002  # peak learning rate (AdamW)
     weight_decay: float = 0.0  # AdamW weight decay
-    schedule: str = "onecycle"  # onecycle | cosine | constant
+    schedule: Schedule = "onecycle"  # onecycle | cosine | constant
     pct_start: float = 0.2  # onecycle: fraction of steps spent warming up
     grad_clip: float = 1.0  # max gradient norm; 0: no clipping
     patience: int = 3  # epochs without a better validation loss before stopping
@@ -52,7 +56,7 @@ class CoreConfig:
     val_stride: int = 0  # step between validation windows; 0: auto (CPU 8, GPU 1)
     max_val_windows: int = -1  # validation samples (channel-windows); -1: auto (CPU 1024, GPU all); 0: all
     # --- runtime --------------------------------------------------------------------------------
-    device: str = "auto"  # auto | cpu | cuda
+    device: Device = "auto"  # auto | cpu | cuda
     cpu_bf16: bool = True  # bf16 autocast on CPU (always on CUDA)
     num_threads: int = 0  # torch CPU threads; 0: all cores
     progress: bool = True  # tqdm bar per epoch

@@ -2,7 +2,7 @@
 
 Channel independence: every channel of every window is one sample [L] -> [H].
 
-Fusion (DESIGN.md, core items 4 and 5): the member reads the forecasts of
+Fusion (docs/architecture.md, "The Time-LLM core"): the member reads the forecasts of
 classical reference members. It does not fit or own them: while fitting, the
 pipeline hands it ``spec.references``, which gives any historical window's
 reference forecasts from members fitted without that window's target
@@ -72,7 +72,7 @@ def _spread(pool: np.ndarray, most: int) -> np.ndarray:
 
 
 class TimeLLM:
-    """Time-LLM core as a forecaster (see DESIGN.md, "The Time-LLM core").
+    """Time-LLM core as a forecaster (see docs/architecture.md, "The Time-LLM core").
 
     Args:
         config: the ``core`` config section.
@@ -133,10 +133,14 @@ class TimeLLM:
             return p, max(1, p // 2)
         if isinstance(cfg.patch_len, str):
             raise HybridInputError(f"core.patch_len must be a positive integer or 'auto'; got {cfg.patch_len!r}.")
-        if not 1 <= cfg.patch_len <= context_length or cfg.stride < 1:
+        if cfg.patch_len < 1 or cfg.stride < 1:
             raise HybridInputError(
-                f"core.patch_len must be in 1..{context_length} and core.stride >= 1; got {cfg.patch_len} and {cfg.stride}."
-            )
+                f"core.patch_len and core.stride must be positive integers; got {cfg.patch_len} and {cfg.stride}.")
+        if cfg.patch_len > max(4, context_length // 2):  # a short context: fewer than two patches would fit
+            p = clamp_patch(cfg.patch_len, context_length)
+            log.warning("core.patch_len %d does not fit context_length %d; using patch length %d, stride %d.",
+                        cfg.patch_len, context_length, p, max(1, p // 2))
+            return p, max(1, p // 2)
         return int(cfg.patch_len), int(cfg.stride)
 
     def _build(self) -> None:

@@ -174,11 +174,25 @@ def test_unknown_config_key_in_set_and_file(capsys, tmp_path, csv_path):
 
 
 def test_wrong_type_in_config(capsys, csv_path):
-    assert_rejected(capsys, csv_path, "task.context_length must be an integer", extra=("--set", "task.context_length=abc"))
+    assert_rejected(capsys, csv_path, "task.context_length must be an integer or auto; got 'abc'",
+                    extra=("--set", "task.context_length=abc"))
 
 
 def test_unknown_deployment_check(capsys, csv_path):
-    assert_rejected(capsys, csv_path, "router.check must be pooled or one_se", extra=("--set", "router.check=loose"))
+    assert_rejected(capsys, csv_path, "router.check must be one of robust, pooled, one_se",
+                    extra=("--set", "router.check=loose"))
+
+
+def test_a_bad_choice_is_refused_before_any_member_fits(capsys, csv_path, monkeypatch):
+    """Issue 33: config values are checked when the config loads, not after the classical members fitted."""
+    import hybrid.pipeline
+
+    def no_fit(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("a member was fitted before the bad config value was refused")
+
+    monkeypatch.setattr(hybrid.pipeline, "fit_member_stages", no_fit)
+    assert_rejected(capsys, csv_path, "core.schedule must be one of onecycle, cosine, constant; got 'bogus'",
+                    extra=("--members", "arima,ets,linear", "--set", "core.schedule=bogus"))
 
 
 def test_unknown_member(capsys, csv_path):

@@ -1,3 +1,4 @@
+import json
 import re
 from pathlib import Path
 
@@ -6,14 +7,22 @@ import pytest
 from hybrid.config import Config, load_config, parse_set, reference_markdown, reference_rows
 from kernel.errors import HybridInputError
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+CONFIG_DOC = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 
 
-def test_readme_config_reference_is_current():
-    text = README.read_text()
+def test_config_reference_is_current():
+    text = CONFIG_DOC.read_text()
     table = re.search(r"<!-- config-reference:begin.*?-->\n(.*?)\n<!-- config-reference:end -->", text, re.S)
-    assert table, "README lost its config reference markers"
-    assert table.group(1) == reference_markdown(), "run `python -m hybrid.config` and paste the table into README"
+    assert table, "docs/configuration.md lost its config reference markers"
+    assert table.group(1) == reference_markdown(), "run `python -m hybrid.config` and paste the table into it"
+
+
+def test_config_reference_shows_what_a_user_gets():
+    rows = {key: default for key, default, _ in reference_rows()}
+    shipped = load_config()
+    assert rows["task.members"] == json.dumps(list(shipped.task.members))  # default.yaml's, not the dataclass's
+    assert rows["task.period_experts"] == '["seasonal_naive"]'
+    assert rows["task.context_length"] == "auto"
 
 
 def test_every_key_is_documented():
