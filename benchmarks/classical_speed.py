@@ -1,6 +1,6 @@
 """Speed and accuracy of the classical members (ARIMA, ETS) on ETTh1.
 
-Protocol (DESIGN.md): ETT split (train rows 0..8640), per-channel standard
+Protocol (docs/architecture.md): ETT split (train rows 0..8640), per-channel standard
 scaling fitted on train, L = 512, every stride-1 test window. The members are
 fitted once (at the longest horizon, they are horizon-agnostic); the 2785 test
 contexts of H = 96 are forecast once at H = 720, and each horizon H is scored

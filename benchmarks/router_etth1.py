@@ -1,6 +1,6 @@
 """The router against its baselines on ETTh1 (input 512, H = 96 and 336).
 
-Protocol (DESIGN.md): ETT split (12/4/4 months), per-channel standard scaling
+Protocol (docs/architecture.md): ETT split (12/4/4 months), per-channel standard scaling
 fitted on train, L = 512, every stride-1 validation and test window, all 7
 channels (features M). Members are fitted on train; the static combiners and
 the router (every mode) are fitted on validation windows only; the router is

@@ -1,6 +1,6 @@
 """Cross-fitting: every member fitted at every stage, and its out-of-fold forecasts.
 
-Stages of one member at one horizon (DESIGN.md, "How data flows"):
+Stages of one member at one horizon (docs/architecture.md, "Data flow"):
 
 1. **selection**: fitted on the training part; ``val`` chooses its
    hyper-parameters (a ridge strength, ARIMA's seasonal differencing, the

@@ -1,6 +1,6 @@
 """The member registry: a name on the command line -> a configured member.
 
-A name may carry a period, ``seasonal_naive@24``: a period expert (note 9)
+A name may carry a period, ``seasonal_naive@24``: a period expert (docs/architecture.md, "Period experts")
 tied to that season. ``make_member`` is the only place that knows every
 member. ``llm_core`` is imported only when the core is asked for, because
 importing it imports torch (seconds, and memory, that a classical run does
@@ -106,7 +106,7 @@ def uses_references(member: object) -> bool:
 
 def expand_period_experts(members: tuple[str, ...], experts: tuple[str, ...], periods: tuple[int, ...],
                           context_length: int) -> tuple[str, ...]:
-    """Add ``name@p`` for every expert ``name`` and detected period p (note 9).
+    """Add ``name@p`` for every expert ``name`` and detected period p (docs/architecture.md, "Period experts").
 
     Periods longer than half the context (fewer than two cycles in a window)
     get no expert; names already listed are not repeated.

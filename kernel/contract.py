@@ -1,4 +1,4 @@
-"""The one forecasting contract every member obeys (see DESIGN.md).
+"""The one forecasting contract every member obeys (docs/architecture.md, "The contract").
 
 A member learns its parameters once, on scaled training data, and then
 forecasts any batch of windows by running the fitted model over each window:

@@ -1,4 +1,4 @@
-"""Import direction (DESIGN.md, "Packages"): the kernel imports nothing of the project; the members
+"""Import direction (docs/architecture.md, "Packages"): the kernel imports nothing of the project; the members
 (``baselines``, ``llm_core``) and ``router`` import only the kernel and themselves; ``hybrid`` may import all.
 
 Every ``import`` and ``from ... import`` statement is checked, at module level and inside functions,
