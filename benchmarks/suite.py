@@ -40,7 +40,7 @@ from _machine import cpu_model  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 FILES = {"etth1": "ETTh1.csv", "ettm1": "ETTm1.csv.gz", "exchange": "exchange_rate.csv", "weather": "weather.csv.gz"}
-# Published numbers at input length 512 (../shared/ANCHORS.md): MSE by horizon.
+# Published numbers at input length 512 (BENCHMARKS.md, "Published numbers"): MSE by horizon.
 PUBLISHED = {
     "etth1": {
         "Time-LLM (LLaMA-7B, paper)": {96: 0.362, 192: 0.398, 336: 0.430, 720: 0.442},
@@ -128,7 +128,8 @@ def run_fit(dataset: str, horizons: list[int], seed: int, members: list[str] | N
 
 def records_from(dataset: str, seed: int, result: dict, command: str) -> list[dict]:
     out = []
-    for horizon, by_model in result["evaluation"]["horizons"].items():
+    for h, by_model in result["evaluation"]["horizons"].items():
+        horizon = str(h)  # evaluate() keys horizons by int; the manifest's tables by str
         comb = result["combiner"][horizon]
         for model, scores in by_model.items():
             test = scores.get("test") or {}
@@ -306,7 +307,7 @@ def plot(records: list[dict], out_dir: Path) -> None:
         horizons = sorted({r["horizon"] for r in rows})
         fig, ax = plt.subplots(figsize=(10, 4.8))
         colours = plt.cm.tab20(np.linspace(0, 1, 20))
-        combiners = {"equal", "inverse_error", "best_single", "top_k"}
+        combiners = {"equal", "inverse_error", "best_single", "top_k", "greedy", "median"}
         for i, model in enumerate(dict.fromkeys(r["model"] for r in rows)):
             ys = [np.mean([r["mse"] for r in rows if r["model"] == model and r["horizon"] == h] or [np.nan])
                   for h in horizons]
