@@ -25,6 +25,7 @@ from hybrid.api import HybridForecaster
 from hybrid.artifacts import read_manifest, resolve_run_dir
 from hybrid.config import load_config
 from hybrid.panel import panel_forecast
+from hybrid.panel_report import write_panel_report
 from hybrid.pipeline import fit_run, forecast_run
 from hybrid.report import fmt_value, rerender, write_report
 from kernel.data import dataset_name
@@ -226,6 +227,8 @@ def _forecast_panel(args: argparse.Namespace, run_dir: Path, manifest: dict[str,
     print(f"forecast of {args.horizon or fitted} steps for {n} series (fitted horizon {fitted}); mean weights: {shown}")
     print(frame.head(10).to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     print(f"wrote {out} (long format: unique_id, ds, hybrid, its bands, every member and its weight per series)")
+    written = write_panel_report(run_dir, manifest, frame, fitted, out.parent)
+    print(f"vote report: {written[0]}" + (f" and {len(written) - 1} plot(s) of a few series" if len(written) > 1 else ""))
     return 0
 
 

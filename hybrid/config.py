@@ -41,7 +41,7 @@ TrainOnly = Literal["all", "classical", "none"]
 class TaskConfig:
     """The forecasting task."""
 
-    context_length: int | Literal["auto"] = "auto"  # input length L; auto: chosen on validation among lengths the series allows
+    context_length: int | Literal["auto"] = "auto"  # input length L; auto: chosen on validation among what fits
     horizons: tuple[int, ...] = (96,)  # every horizon H fitted (forecast serves any H up to the longest)
     members: tuple[str, ...] = ("seasonal_naive", "linear")  # ensemble members (the shipped default.yaml sets the default)
     period_experts: tuple[str, ...] = ()  # e.g. [seasonal_naive, ets]: adds name@p for each detected period p <= L/2

@@ -53,9 +53,11 @@ from hybrid.crossfit import predict_many
 from hybrid.deployment import Deployment, deploy
 from hybrid.evaluation import Scoreboard
 from hybrid.members import expand_period_experts, make_member, uses_references
+from hybrid.panel_report import HISTORY_FILE, history_frame
 from hybrid.records import FORMAT, _versions, _weights
 from hybrid.sizing import choose_panel_context_length
 from hybrid.stacking import OOFWindows, baseline_mse, sanity_gate
+from hybrid.state import STATE_FORMAT
 from kernel.contract import Forecaster, Segment, TaskSpec
 from kernel.data import (
     LONG_COLUMNS,
@@ -481,8 +483,7 @@ def production_frame(panel: Panel, deployment: Deployment, last_ctx: np.ndarray,
                      bt: dict[str, np.ndarray], H: int) -> pd.DataFrame:
     """The H steps after every series' end: ``unique_id, ds, hybrid``, its bands, each member and its weight."""
     fc = {n: fc[n] for n in deployment.members}
-    _, W = deployment.features_and_weights(last_ctx, fc, bt)
-    combined = deployment.combine(fc, W)  # [S, 1, H]
+    _, W, combined = deployment.forecast(last_ctx, fc, bt)  # weights [S, 1, M], hybrid [S, 1, H]
     mean, scale = panel.mean[:, None], panel.scale[:, None]
     cols: dict[str, Any] = {
         "unique_id": np.repeat(panel.ids, H),
@@ -529,6 +530,7 @@ def fit_panel(cfg: Config, source: str, frame: pd.DataFrame, horizons: tuple[int
     manifest: dict[str, Any] = {
         "complete": True,
         "format": FORMAT,
+        "state_format": STATE_FORMAT,  # nothing fitted is stored (forecasts are CSV), so none is ever a pickle
         "layout": "panel",
         "created": pd.Timestamp.now("UTC").isoformat(timespec="seconds"),
         "dataset": panel.name,
@@ -559,6 +561,8 @@ def fit_panel(cfg: Config, source: str, frame: pd.DataFrame, horizons: tuple[int
     with artifacts.staged_run_dir(run_dir, panel.name, overwrite=overwrite, latest=latest) as (stage, final):
         pd.concat([r.forecast.assign(horizon=H) for H, r in results.items()]).to_csv(stage / FORECAST_FILE, index=False)
         pd.concat([r.series_scores for r in results.values()]).to_csv(stage / SERIES_SCORES, index=False)
+        history = [panel.series(i)[:, 0] * panel.scale[i] + panel.mean[i] for i in range(panel.n_series)]
+        history_frame(panel.ids, history, panel.last, panel.freq).to_csv(stage / HISTORY_FILE, index=False)
         manifest["fit_seconds_total"] = round(time.perf_counter() - t_start, 2)
         artifacts.write_json(stage / artifacts.MANIFEST, manifest)
     logger.info("run written to %s", final)

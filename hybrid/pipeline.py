@@ -47,6 +47,7 @@ from hybrid.panel import fit_panel, long_frame
 from hybrid.records import HorizonResult, build_manifest
 from hybrid.sizing import AUTO, choose_context_length, fit_fold_plan
 from hybrid.stacking import OOFWindows, baseline_mse, sanity_gate
+from hybrid.state import STATE_FORMAT, load_arrays
 from kernel.contract import TaskSpec
 from kernel.data import DataSource, Series, future_timestamps, load_series, resolve_split_kind, source_label
 from kernel.distributed import is_main_process
@@ -412,6 +413,7 @@ def fit_run(cfg: Config, data: DataSource, run_dir: str | Path | None = None, ov
                 stored.setdefault(name, {})[str(H)] = f"{kind}:{cls.__module__}.{cls.__qualname__}"
             artifacts.save_object(result.deployment, stage / deployment_file(H))
         manifest["stored_members"] = stored
+        manifest["state_format"] = STATE_FORMAT  # members and combinations as JSON + .npz (+ safetensors): no pickles
         # The last L rows (original units) let `hybrid forecast` run without the data file.
         np.savez(stage / "tail.npz", values=run.series.values[-L:],
                  timestamps=np.asarray(run.series.timestamps[-L:].strftime("%Y-%m-%dT%H:%M:%S"), dtype=str))
@@ -422,7 +424,8 @@ def fit_run(cfg: Config, data: DataSource, run_dir: str | Path | None = None, ov
 
 
 def deployment_file(horizon: int) -> str:
-    return f"combiner-h{horizon}.joblib"
+    """The combination of one horizon: ``combiner-h<H>.json`` (its arrays: ``combiner-h<H>.npz``)."""
+    return f"combiner-h{horizon}.json"
 
 
 # ----------------------------------------------------------------------------- forecast
@@ -476,7 +479,7 @@ def _context_rows(run_dir: Path, manifest: dict[str, Any], data: DataSource
     """Last L rows (original units) and their timestamps, from the run or new data."""
     L = manifest["context_length"]
     if data is None:
-        tail = np.load(run_dir / "tail.npz")
+        tail = load_arrays(run_dir / "tail.npz")
         return tail["values"], pd.DatetimeIndex(pd.to_datetime(tail["timestamps"].tolist())), manifest["freq"]
     cfg = config_from_dict(manifest["config"])
     series = load_series(data, replace(cfg.data, name=manifest["dataset"]))
@@ -498,6 +501,7 @@ def forecast_run(run_dir: Path, horizon: int | None = None, data: DataSource = N
     if manifest.get("layout") == "panel":
         raise HybridInputError(f"{run_dir} is a many-series run; its forecasts are in {run_dir / 'forecast.csv'} "
                                "(hybrid forecast prints them).")
+    artifacts.check_state_format(run_dir, manifest)
     fitted_h = choose_horizon(horizon, manifest["horizons"])
     horizon = horizon or fitted_h
     values, stamps, freq = _context_rows(run_dir, manifest, data)
@@ -525,8 +529,7 @@ def forecast_run(run_dir: Path, horizon: int | None = None, data: DataSource = N
     fc_out = {n: f[:, out_idx] for n, f in fc.items()}
     bt = {n: predict_many(members[n], shift_context(context, deployment.steps), fitted_h)[:, out_idx, :deployment.steps]
           for n in deployment.backtest_members}
-    X, W = deployment.features_and_weights(context[:, out_idx], fc_out, bt)  # [1, Co, F], [1, Co, M]
-    combined = deployment.combine(fc_out, W)  # [1, Co, H]
+    X, W, combined = deployment.forecast(context[:, out_idx], fc_out, bt)  # [1, Co, F], [1, Co, M], [1, Co, H]
     bands = deployment.band_sets(context[:, out_idx], fc_out, combined, members=False).get(COMBINED, {})
     sub = Scaler(scaler.mean[out_idx], scaler.scale[out_idx])
 

@@ -79,6 +79,11 @@ def test_fit_forecast_evaluate_on_series_of_different_lengths(capsys, tmp_path):
         assert (rows["hybrid-lo-80"] <= rows["hybrid"]).all() and (rows["hybrid"] <= rows["hybrid-hi-80"]).all()
     weights = fc.filter(like="weight:")
     assert np.allclose(weights.sum(axis=1), 1.0)
+    report = Path("runs/latest/report.md").read_text()  # the many-series vote report, and plots of a few series
+    assert "3 series" in report and "## Members" in report and "| **hybrid** |" in report
+    plots = sorted(p.name for p in Path("runs/latest").glob("plot-*.png"))
+    assert 1 <= len(plots) <= 3 and all(f"({p})" in report for p in plots)
+    assert set(plots) <= {f"plot-{uid}.png" for uid in lengths}
     capsys.readouterr()
     assert main(["evaluate", "--json"]) == 0
     assert "hybrid" in json.loads(capsys.readouterr().out)["horizons"]["12"]
