@@ -106,6 +106,7 @@ class HybridForecaster:
         model = cls()
         model.run_dir_ = artifacts.resolve_run_dir(run_dir)
         model.manifest_ = artifacts.read_manifest(model.run_dir_)
+        artifacts.check_state_format(model.run_dir_, model.manifest_)
         return model
 
     def _require_run(self) -> tuple[Path, dict[str, Any]]:

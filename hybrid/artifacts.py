@@ -23,6 +23,7 @@ path. A fit that fails or is refused leaves ``latest`` as it was.
 from __future__ import annotations
 
 import errno
+import inspect
 import json
 import logging
 import os
@@ -35,9 +36,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import joblib
 import numpy as np
+from safetensors import SafetensorError
 
+from hybrid.state import STATE_FORMAT, class_path, load_state, resolve_class, save_state
 from kernel.errors import HybridInputError
 
 logger = logging.getLogger(__name__)
@@ -357,39 +359,107 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
     return json.loads((run_dir / MANIFEST).read_text(encoding="utf-8"))
 
 
+def check_state_format(run_dir: Path, manifest: dict[str, Any]) -> None:
+    """Refuse a run whose fitted state this version cannot read safely (one of a single series).
+
+    Runs record ``"state_format"`` (:data:`hybrid.state.STATE_FORMAT`);
+    older ones stored fitted members and combinations with joblib (pickles,
+    which run code when loaded) and are never opened. A many-series run keeps
+    only CSV forecasts and is always fine.
+
+    Raises:
+        HybridInputError: the format is missing (an older run) or another one.
+    """
+    if manifest.get("layout") == "panel":
+        return
+    found = manifest.get("state_format")
+    if found is None:
+        raise HybridInputError(f"{run_dir} was written by an older version (pickled state, which is never loaded); "
+                               "fit it again.")
+    if found != STATE_FORMAT:
+        raise HybridInputError(f"{run_dir} has state format {found!r}; this version reads {STATE_FORMAT}: fit it "
+                               "again with this version.")
+
+
 def member_path(run_dir: Path, name: str, horizon: int) -> Path:
-    """Where a fitted member lives: ``members/<name>-h<H>`` (``@`` spelt ``_at_``)."""
+    """Where a fitted member lives: ``members/<name>-h<H>`` (``@`` spelt ``_at_``), plus ``.json`` / ``.npz``.
+
+    A member that stores itself (the core) gets the folder ``members/<name>-h<H>/``.
+    """
     return run_dir / "members" / f"{name.replace('@', '_at_')}-h{horizon}"
 
 
+def _state_file(path: Path) -> Path:
+    """``members/linear-h24`` -> ``members/linear-h24.json`` (the name may hold dots, so no ``with_suffix``)."""
+    return path.with_name(f"{path.name}.json")
+
+
+def _stores_itself(cls: type) -> bool:
+    """Whether members of ``cls`` write and read their own folder (``save(dir)`` and the classmethod ``load(dir)``)."""
+    return callable(getattr(cls, "save", None)) and isinstance(inspect.getattr_static(cls, "load", None), classmethod)
+
+
 def save_member(member: Any, path: Path) -> str:
-    """Persist a fitted member; members with ``save(dir)`` manage their own files."""
+    """Store a fitted member at ``path`` (see :func:`member_path`); returns its kind for the manifest.
+
+    Members with ``save(dir)`` / ``load(dir)`` (the core: JSON + safetensors)
+    write their own folder (kind ``"dir"``); every other member is written as
+    state (kind ``"state"``, :func:`hybrid.state.save_state`: ``<path>.json``
+    and ``<path>.npz``).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    if hasattr(member, "save") and hasattr(type(member), "load"):
+    if _stores_itself(type(member)):
         path.mkdir()
         member.save(path)
         return "dir"
-    joblib.dump(member, path.with_suffix(".joblib"))
-    return "joblib"
+    save_state(member, _state_file(path))
+    return "state"
 
 
 def load_member(path: Path, kind: str, cls_path: str) -> Any:
-    if kind == "joblib":
-        return joblib.load(path.with_suffix(".joblib"))
-    module, _, cls_name = cls_path.rpartition(".")
-    import importlib
+    """The member :func:`save_member` stored at ``path``; never unpickles.
 
-    cls = getattr(importlib.import_module(module), cls_name)
-    return cls.load(path)
+    Args:
+        path: :func:`member_path` of the member.
+        kind: ``"state"`` or ``"dir"``, from the manifest.
+        cls_path: ``module.qualname`` of its class, from the manifest (only
+            this project's classes are accepted).
+
+    Raises:
+        HybridInputError: another kind (``"joblib"``: an older run), a class
+            outside the project, or a damaged file.
+    """
+    module, _, qualname = cls_path.rpartition(".")
+    cls = resolve_class(f"{module}:{qualname}", path.parent.parent / MANIFEST)
+    if kind == "state":
+        member = load_state(_state_file(path))
+        if type(member) is not cls:
+            raise HybridInputError(f"{_state_file(path)} holds a {class_path(type(member))}, but the manifest says "
+                                   f"{cls_path}; the run is damaged, fit it again.")
+        return member
+    if kind == "dir" and _stores_itself(cls):
+        try:
+            return cls.load(path)
+        except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
+            if isinstance(exc, HybridInputError):
+                raise
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise HybridInputError(f"{path} could not be loaded ({type(exc).__name__}: {first}); the run is "
+                                   "damaged, fit it again.") from None
+    if kind == "joblib":
+        raise HybridInputError(f"{path} was written by an older version (pickled state, which is never loaded); "
+                               "fit it again.")
+    raise HybridInputError(f"{path}: unknown stored kind {kind!r} for {cls_path}; the run is damaged, fit it again.")
 
 
 def save_object(obj: Any, path: Path) -> None:
-    """Pickle ``obj`` (a fitted combination) with joblib."""
-    joblib.dump(obj, path)
+    """Store ``obj`` (a fitted combination) as state: ``path`` (``.json``) and its arrays (``.npz``) beside it."""
+    save_state(obj, path)
 
 
 def load_object(path: Path) -> Any:
-    return joblib.load(path)
+    """The object :func:`save_object` stored at ``path`` (JSON and plain arrays; never a pickle)."""
+    return load_state(path)
 
 
 def choose_horizon(requested: int | None, fitted: list[int]) -> int:

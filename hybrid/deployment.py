@@ -1,4 +1,4 @@
-"""What the combined forecast ``hybrid`` is at one horizon, learned out of fold; pickled into the run.
+"""What the combined forecast ``hybrid`` is at one horizon, learned out of fold; stored in the run as data.
 
 :func:`deploy` fits the router and the static combiners on the out-of-fold
 windows (:mod:`router.fitting`), decides what ``hybrid`` is (``router.mode``

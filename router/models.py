@@ -162,12 +162,19 @@ class RuleTree:
     The tree is fitted to each sample's member errors minus their mean (so it
     splits on what makes one member better than another, not on how hard a
     window is); a leaf picks the member with the lowest mean error in it.
+    scikit-learn fits it; the model keeps only the split arrays (node ids are
+    scikit-learn's, node 0 the root), so it is plain data and walks itself
+    exactly as ``DecisionTreeRegressor.apply`` does (features as float32).
     """
 
     max_depth: int = 3
     min_leaf: float = 0.02
     seed: int = 0
-    tree_: DecisionTreeRegressor | None = None
+    children_left_: np.ndarray | None = None  # [nodes] int, -1 at a leaf
+    children_right_: np.ndarray | None = None  # [nodes] int, -1 at a leaf
+    feature_: np.ndarray | None = None  # [nodes] the feature a node splits on
+    threshold_: np.ndarray | None = None  # [nodes] float64: x <= threshold goes left
+    missing_left_: np.ndarray | None = None  # [nodes] bool: a NaN feature goes left
     leaf_member_: dict[int, int] = field(default_factory=dict)
     leaf_errors_: dict[int, np.ndarray] = field(default_factory=dict)
     leaf_count_: dict[int, int] = field(default_factory=dict)
@@ -177,10 +184,17 @@ class RuleTree:
         S = X.shape[0]
         if mask is not None:  # a blocked member counts as the sample's worst, so a leaf never names it
             err = np.where(mask, err, err.max(-1, keepdims=True) * 10 + 1.0)
-        self.tree_ = DecisionTreeRegressor(max_depth=self.max_depth, random_state=self.seed,
-                                           min_samples_leaf=max(1, int(self.min_leaf * S)))
-        self.tree_.fit(X, err - err.mean(-1, keepdims=True))
-        leaves = self.tree_.apply(X)
+        tree = DecisionTreeRegressor(max_depth=self.max_depth, random_state=self.seed,
+                                     min_samples_leaf=max(1, int(self.min_leaf * S)))
+        tree.fit(X, err - err.mean(-1, keepdims=True))
+        t = tree.tree_
+        self.children_left_ = np.asarray(t.children_left, dtype=np.int64).copy()
+        self.children_right_ = np.asarray(t.children_right, dtype=np.int64).copy()
+        self.feature_ = np.asarray(t.feature, dtype=np.int64).copy()
+        self.threshold_ = np.asarray(t.threshold, dtype=np.float64).copy()
+        missing = getattr(t, "missing_go_to_left", None)
+        self.missing_left_ = np.zeros(t.node_count, bool) if missing is None else np.asarray(missing, dtype=bool)
+        leaves = self.apply(X)
         for leaf in np.unique(leaves):
             e = err[leaves == leaf].mean(0)
             self.leaf_member_[int(leaf)] = int(np.argmin(e))
@@ -188,11 +202,29 @@ class RuleTree:
             self.leaf_count_[int(leaf)] = int((leaves == leaf).sum())
         return self
 
+    def _go_left(self, values: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+        """Whether each value (float32, the node's feature) goes to the left child of its node."""
+        assert self.threshold_ is not None and self.missing_left_ is not None, "fit first"
+        return np.where(np.isnan(values), self.missing_left_[nodes], values <= self.threshold_[nodes])
+
+    def apply(self, X: np.ndarray) -> np.ndarray:
+        """X [S, F] -> the leaf (node id) each sample falls in [S], as ``DecisionTreeRegressor.apply``."""
+        assert self.children_left_ is not None and self.children_right_ is not None and self.feature_ is not None
+        x = np.asarray(X, dtype=np.float32)  # scikit-learn compares float32 features with float64 thresholds
+        node = np.zeros(x.shape[0], dtype=np.int64)
+        rows = np.arange(x.shape[0])
+        inner = self.children_left_[node] != -1
+        while inner.any():
+            n = node[inner]
+            left = self._go_left(x[rows[inner], self.feature_[n]], n)
+            node[inner] = np.where(left, self.children_left_[n], self.children_right_[n])
+            inner = self.children_left_[node] != -1
+        return node
+
     def choice(self, X: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         """X [..., F] (mask [..., M] bool) -> index of the chosen member [...]: the leaf's best allowed member."""
-        assert self.tree_ is not None, "fit first"
         flat = X.reshape(-1, X.shape[-1])
-        leaves = self.tree_.apply(flat)
+        leaves = self.apply(flat)
         if mask is None:
             return np.array([self.leaf_member_[int(v)] for v in leaves]).reshape(X.shape[:-1])
         scores = np.stack([self.leaf_errors_[int(v)] for v in leaves]).reshape(*X.shape[:-1], -1)
@@ -200,27 +232,29 @@ class RuleTree:
 
     def path(self, x: np.ndarray, names: list[str]) -> tuple[list[str], int]:
         """The conditions one feature vector x [F] meets, and its leaf id."""
-        assert self.tree_ is not None
-        t = self.tree_.tree_
+        assert self.children_left_ is not None and self.children_right_ is not None and self.feature_ is not None
+        assert self.threshold_ is not None
+        x = np.asarray(x, dtype=np.float32)
         node, conds = 0, []
-        while t.children_left[node] != -1:
-            j, thr = t.feature[node], t.threshold[node]
-            if x[j] <= thr:
+        while self.children_left_[node] != -1:
+            j, thr = int(self.feature_[node]), float(self.threshold_[node])
+            if self._go_left(x[j : j + 1], np.array([node]))[0]:
                 conds.append(f"{names[j]} <= {thr:.3g}")
-                node = t.children_left[node]
+                node = int(self.children_left_[node])
             else:
                 conds.append(f"{names[j]} > {thr:.3g}")
-                node = t.children_right[node]
+                node = int(self.children_right_[node])
         return conds, int(node)
 
     def rules(self, names: list[str], members: list[str]) -> list[dict[str, Any]]:
         """One row per leaf: conditions, chosen member, windows, mean errors."""
-        assert self.tree_ is not None
-        t = self.tree_.tree_
+        assert self.children_left_ is not None and self.children_right_ is not None and self.feature_ is not None
+        assert self.threshold_ is not None
+        left, right, feature, threshold = self.children_left_, self.children_right_, self.feature_, self.threshold_
         rows: list[dict[str, Any]] = []
 
         def walk(node: int, conds: list[str]) -> None:
-            if t.children_left[node] == -1:
+            if left[node] == -1:
                 e = self.leaf_errors_.get(node)
                 if e is None:
                     return
@@ -234,9 +268,9 @@ class RuleTree:
                     "oof_mse_members_mean": float(e.mean()),
                 })
                 return
-            j, thr = t.feature[node], t.threshold[node]
-            walk(t.children_left[node], [*conds, f"{names[j]} <= {thr:.3g}"])
-            walk(t.children_right[node], [*conds, f"{names[j]} > {thr:.3g}"])
+            j, thr = int(feature[node]), float(threshold[node])
+            walk(int(left[node]), [*conds, f"{names[j]} <= {thr:.3g}"])
+            walk(int(right[node]), [*conds, f"{names[j]} > {thr:.3g}"])
 
         walk(0, [])
         return rows

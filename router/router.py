@@ -1,4 +1,4 @@
-"""The fitted router of one horizon: features in, weights over members out; pickled into the run.
+"""The fitted router of one horizon: features in, weights over members out; stored in the run as data (hybrid.state).
 
 It holds every learned mode (vote, select, rules), the vote's shrinkage
 toward equal weights, the static combiners' weights, the sanity gate (which

@@ -166,7 +166,7 @@ def test_save_load_round_trip(case: str, fitted: Fits, tmp_path: Path) -> None:
     member = fitted(case)
     path = tmp_path / "members" / f"{case.replace('@', '_at_')}-h{H}"
     kind = save_member(member, path)
-    assert kind == ("dir" if "timellm" in case else "joblib")
+    assert kind == ("dir" if "timellm" in case else "state")
     cls = type(member)
     again = load_member(path, kind, f"{cls.__module__}.{cls.__qualname__}")
     assert type(again) is cls and again.name == member.name

@@ -56,7 +56,7 @@ def test_router_flag_evaluate_forecast_report(capsys, long_csv):
     entry = manifest["results"]["12"]
     comb = entry["combiner"]
     assert comb["mode"] == "rules" and manifest["config"]["router"]["mode"] == "rules"
-    assert Path("run/combiner-h12.joblib").is_file()
+    assert Path("run/combiner-h12.json").is_file() and Path("run/combiner-h12.npz").is_file()
     assert set(entry["router"]["check"]) == {"vote", "select", "rules", "static"}
     # the regimes are visible in the features: the rule table beats equal weights and the best member out of fold
     check = entry["router"]["check"]["rules"]
