@@ -56,6 +56,11 @@ MODE_TEXT = {
     "best_single": "the member with the lowest out-of-fold MSE alone (the same for every window)",
     "top_k": "the members within a few percent of the best out-of-fold MSE, equally weighted (the same for "
              "every window)",
+    "greedy": "greedy ensemble selection: members added one at a time (again, when it helps) to the running "
+              "average that lowers the out-of-fold MSE most; the weights are how often each was added (the same "
+              "for every window)",
+    "median": "the median of the sound members' forecasts, step by step (not a weighted mean: the weights shown are "
+              "the members it takes the median of, equally)",
 }
 
 
