@@ -50,7 +50,9 @@ _SPEC.loader.exec_module(suite)
 
 from router.config import RouterConfig  # noqa: E402
 from router.fitting import deployment_check  # noqa: E402
-from router.static import STATIC_MODES  # noqa: E402
+
+# the static combiners the suite's recorded runs of that time had (greedy and median came later, issue 31)
+STATIC_MODES = ("equal", "inverse_error", "best_single", "top_k")
 
 CONFIGS = {"weather": "weather-benchmark"}  # weather as the literature reads it, as in the suite's weather tables
 
