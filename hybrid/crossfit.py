@@ -150,7 +150,7 @@ class MemberFits:
             member = getattr(self, stage)
             info = {}
             for attr in ("alpha_", "period_", "channel_status_", "best_epoch_", "start_mix_", "n_trainable_",
-                         "n_frozen_"):
+                         "n_frozen_", "ladder_", "ladder_winner_", "steps_"):
                 if hasattr(member, attr):
                     info[attr.rstrip("_")] = getattr(member, attr)
             if info:

@@ -4,6 +4,15 @@ stays light).
 Sizes are chosen so that the default config trains to early stop within about
 10 minutes on a 2-core CPU for ETTh1 (L 512, H 96, 7 channels); on a GPU the
 ``auto`` sampling settings use every training and validation window.
+
+``budget: auto`` (the default) lets the selection fit choose how much to
+train (docs/architecture.md, "The Time-LLM core"): rung 0 trains each
+``ladder_variants`` backbone a small budget; when none beats the untrained
+start (the reference mix) by more than ``ladder_tol`` on validation, the core
+is that start and no later fit trains; otherwise the best variant trains
+with early stopping at growing samples per epoch while validation improves,
+within ``max_minutes``. ``budget: fixed`` trains ``epochs`` x
+``max_train_windows`` with early stopping, as before.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ from typing import Literal
 
 Schedule = Literal["onecycle", "cosine", "constant"]
 Device = Literal["auto", "cpu", "cuda"]
+Budget = Literal["auto", "fixed"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,14 @@ class CoreConfig:
     max_train_windows: int = -1  # samples drawn per epoch (channel-windows); -1: auto (CPU 1024, GPU all); 0: all
     val_stride: int = 0  # step between validation windows; 0: auto (CPU 8, GPU 1)
     max_val_windows: int = -1  # validation samples (channel-windows); -1: auto (CPU 1024, GPU all); 0: all
+    # --- budget (docs/architecture.md, "The Time-LLM core": the ladder of the selection fit) ---------------
+    budget: Budget = "auto"  # auto: the selection fit climbs a ladder of budgets (ladder_*); fixed: as configured
+    ladder_variants: tuple[str, ...] = ("configured", "none")  # backbones tried at rung 0 (configured: core.backbone)
+    ladder_samples: int = 128  # rung 0: max(this, max_train_windows // 4) samples an epoch; max_train_windows <= this: fixed
+    ladder_epochs: int = 1  # epochs each rung-0 candidate trains
+    ladder_growth: int = 4  # later rungs train max_train_windows samples an epoch, then this many times more a rung
+    ladder_tol: float = 0.005  # relative validation gain a rung needs (rung 0: over the untrained start, later: the best)
+    max_minutes: float = -1.0  # no rung or epoch starts after this many minutes; -1: auto (CPU 10, GPU no limit); 0: none
     # --- runtime --------------------------------------------------------------------------------
     device: Device = "auto"  # auto | cpu | cuda
     cpu_bf16: bool = True  # bf16 autocast on CPU (always on CUDA)

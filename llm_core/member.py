@@ -15,8 +15,13 @@ and as reference tokens (``core.references``).
 Training (``llm_core.trainer``) uses AdamW on the trainable parts only, a
 one-cycle or cosine schedule, gradient clipping and early stopping on the
 validation windows (the best state is kept). The test part is never seen.
-:meth:`TimeLLM.frozen` gives a copy that trains the chosen number of epochs
-from the chosen start, without validation (refits on folds and train + val).
+With ``core.budget: auto`` the fit with validation (the selection fit)
+climbs a ladder of budgets first (``TimeLLM._climb``): a small rung-0 budget
+per backbone variant, the untrained start when no variant beats it, else
+the best variant at growing samples per epoch while validation improves.
+:meth:`TimeLLM.frozen` gives a copy that trains the chosen variant, samples
+per epoch and number of epochs from the chosen start, without validation
+(refits on folds and train + val).
 """
 
 from __future__ import annotations
@@ -24,10 +29,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
@@ -39,17 +46,19 @@ from kernel.contract import Segment, TaskSpec, as_segments, check_context, not_f
 from kernel.distributed import local_rank, local_world_size, world_size
 from kernel.errors import HybridInputError
 from kernel.protocol import WindowSet
+from llm_core import ddp
 from llm_core.backbone import load_backbone, word_token_ids
 from llm_core.config import CoreConfig
 from llm_core.layers import TimeLLMNet, count_parameters, revin_stats
 from llm_core.prompt import PromptCache, PromptEncoder, SampleCache
-from llm_core.trainer import Samples, Trainer
+from llm_core.trainer import Samples, Trainer, TrainResult
 
 log = logging.getLogger(__name__)
 
 CPU_MAX_TRAIN = 1024  # auto: training samples per epoch on CPU
 CPU_MAX_VAL = 1024  # auto: validation samples on CPU
 CPU_VAL_STRIDE = 8  # auto: step between validation windows on CPU
+CPU_MAX_MINUTES = 10.0  # auto: core.max_minutes on CPU (no limit on a GPU)
 PROMPT_MARGIN = 4  # extra prompt tokens over the longest measured prompt
 PROMPT_PROBE = 512  # training samples whose prompts are measured for the prompt length
 WEIGHTS_FILE, STATE_FILE = "timellm.safetensors", "timellm.json"
@@ -71,6 +80,76 @@ def _spread(pool: np.ndarray, most: int) -> np.ndarray:
     return pool
 
 
+def _core_config(stored: dict[str, Any]) -> CoreConfig:
+    """A :class:`CoreConfig` from its saved JSON form (lists back to tuples; keys it lacks take their defaults)."""
+    return CoreConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()})
+
+
+def _gain(before: float, after: float) -> float:
+    """Relative improvement of a validation loss from ``before`` to ``after`` (positive: ``after`` is lower)."""
+    if not math.isfinite(before):
+        return math.inf if math.isfinite(after) else 0.0
+    if before <= 0:
+        return math.inf if after < before else 0.0
+    return (before - after) / before
+
+
+def _trainable_copy(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A detached copy of the network's trainable state (the frozen backbone left out)."""
+    return {k: v.detach().clone() for k, v in net.trainable_state().items()}
+
+
+@dataclass
+class _Plan:
+    """What a fit trains on, settled before the network is built.
+
+    Attributes:
+        train_set, val_set: the windows (no validation: None).
+        pool, vpool: training and validation sample indices.
+        per_epoch: the configured samples per epoch (resolved).
+        rng: the fit's generator (prompt probe, starting mix and sample order of a fixed-budget fit).
+        ladder: whether the fit climbs the ladder of ``core.budget: auto``.
+    """
+
+    train_set: WindowSet
+    val_set: WindowSet | None
+    pool: np.ndarray
+    vpool: np.ndarray | None
+    per_epoch: int
+    rng: np.random.Generator
+    ladder: bool
+
+
+@dataclass
+class _Prepared:
+    """A built core's samples and untrained start (``start_val``: its validation loss, None without a start mix)."""
+
+    train: Samples
+    val: Samples | None
+    start_val: float | None
+    names: tuple[str, ...]
+    train_refs: SampleCache | None
+    val_refs: SampleCache | None
+
+
+@dataclass
+class _Candidate:
+    """One variant (backbone) of the ladder: a set-up member and its best rung so far."""
+
+    backbone: str
+    member: TimeLLM | None
+    plan: _Plan
+    prep: _Prepared
+    start_state: dict[str, torch.Tensor]
+    best_val: float = math.inf
+    best_state: dict[str, torch.Tensor] | None = None
+    best_record: dict[str, Any] = field(default_factory=dict)
+    best_result: TrainResult | None = None
+    last_val: float = math.inf
+    last_seconds: float = 0.0
+    steps: int = 0
+
+
 class TimeLLM:
     """Time-LLM core as a forecaster (see docs/architecture.md, "The Time-LLM core").
 
@@ -83,7 +162,15 @@ class TimeLLM:
     ``n_trainable_`` / ``n_frozen_`` (parameter counts), ``history_`` (loss
     per epoch), ``best_epoch_``, ``fit_seconds_``, ``reference_names_`` (the
     references read, in order), ``use_references_`` / ``use_classical_text_``,
-    ``start_mix_`` (how the starting mix was chosen).
+    ``start_mix_`` (how the starting mix was chosen), ``steps_`` (optimiser
+    steps the fit took, every rung included), ``config_`` (the config the
+    network was built and trained with: ``config`` itself, or after the
+    ladder the winning variant with ``budget: fixed``). After the ladder of
+    ``core.budget: auto`` also ``ladder_`` (one record per rung and variant:
+    ``variant``, ``rung``, ``samples_per_epoch``, ``schedule_epochs``,
+    ``epochs`` trained, ``best_epoch``, ``best_val_loss``, ``seconds``) and
+    ``ladder_winner_`` (the variant and rung kept, its best epoch and
+    validation loss, and ``why``).
     """
 
     name = "timellm"
@@ -144,8 +231,8 @@ class TimeLLM:
         return int(cfg.patch_len), int(cfg.stride)
 
     def _build(self) -> None:
-        """Backbone, prompt encoder, network and trainer from the fitted settings."""
-        cfg = self.config
+        """Backbone, prompt encoder, network and trainer from the fitted settings (``config_``)."""
+        cfg = self.config_
         if cfg.backbone == "none":
             backbone, vocab, self.tokenizer_, d_llm = None, None, None, 0
         else:
@@ -219,7 +306,10 @@ class TimeLLM:
     def fit(self, train: np.ndarray | Sequence[Segment], val: np.ndarray | Segment | None, spec: TaskSpec) -> Self:
         """Train on scaled ``train`` (array [T, C] or segments); early-stop on ``val``.
 
-        A frozen copy (:meth:`frozen`) trains its fixed number of epochs and
+        With ``core.budget: auto`` and validation windows, the budget is found
+        on ``val`` by the ladder (:meth:`_climb`); with ``fixed`` the fit
+        trains up to ``core.epochs`` of ``core.max_train_windows`` samples. A
+        frozen copy (:meth:`frozen`) trains its fixed number of epochs and
         ignores ``val``.
 
         Returns:
@@ -243,9 +333,31 @@ class TimeLLM:
 
     def _fit(self, train: np.ndarray | Sequence[Segment], val: np.ndarray | Segment | None, spec: TaskSpec,
              stop_after: int | None) -> Self:
-        """:meth:`fit` with ``stop_after`` epochs and no validation (None: up to ``core.epochs``, early-stopped)."""
-        cfg = self.config
+        """:meth:`fit` with ``stop_after`` epochs and no validation (None: the budget of ``core.budget``)."""
         start = time.perf_counter()
+        for stale in ("ladder_", "ladder_winner_"):
+            self.__dict__.pop(stale, None)
+        plan = self._plan(train, val, spec, stop_after)
+        if plan.ladder:
+            self._climb(plan, train, val, spec, start)
+        else:
+            prep = self._prepare(plan, spec, plan.rng)
+            result = self.trainer_.fit(prep.train, plan.pool, plan.per_epoch, plan.rng, prep.val, plan.vpool,
+                                       stop_after=stop_after, start_val=prep.start_val)
+            self.history_, self.best_epoch_, self.steps_ = result.history, result.best_epoch, result.steps
+        self.fit_seconds_ = time.perf_counter() - start
+        return self
+
+    def _plan(self, train: np.ndarray | Sequence[Segment], val: np.ndarray | Segment | None, spec: TaskSpec,
+              stop_after: int | None, ladder: bool | None = None) -> _Plan:
+        """Settings, windows, sample pools and the samples per epoch of a fit (nothing built yet).
+
+        Args:
+            train, val, spec, stop_after: as in :meth:`_fit`.
+            ladder: whether the fit climbs the ladder (None: as ``core.budget`` and the budget decide).
+        """
+        cfg = self.config
+        self.config_ = cfg
         self.device_ = self._device()
         self._threads()
         torch.manual_seed(spec.seed)
@@ -283,17 +395,37 @@ class TimeLLM:
             vstride = cfg.val_stride or (1 if on_gpu else CPU_VAL_STRIDE)
             vmax = cfg.max_val_windows if cfg.max_val_windows >= 0 else (0 if on_gpu else CPU_MAX_VAL)
             vpool = _spread((np.arange(0, len(val_set), vstride)[:, None] * n_ch + np.arange(n_ch)).ravel(), vmax)
+        if ladder is None:
+            ladder = self._ladder_applies(stop_after, val_set is not None, per_epoch)
+        return _Plan(train_set, val_set, pool, vpool, per_epoch, rng, ladder)
 
+    def _prepare(self, plan: _Plan, spec: TaskSpec, mix_rng: np.random.Generator, shared: _Prepared | None = None
+                 ) -> _Prepared:
+        """Build the network, the sample caches and the starting mix for ``plan``.
+
+        Args:
+            plan: from :meth:`_plan`.
+            spec: the task (its references).
+            mix_rng: draws the training samples of the least-squares starting mix.
+            shared: another variant's preparation whose reference caches are reused when it reads the same
+                references (the forecasts are computed once for every ladder variant).
+        """
+        cfg = self.config
         t0 = time.perf_counter()
-        train_refs = self._reference_cache(spec, train_set.starts)
-        val_refs = self._reference_cache(spec, val_set.starts) if val_set is not None else None
+        train_set, val_set, pool = plan.train_set, plan.val_set, plan.pool
+        n_ch = self.n_channels_
+        if shared is not None and shared.names == self.reference_names_:
+            train_refs, val_refs = shared.train_refs, shared.val_refs
+        else:
+            train_refs = self._reference_cache(spec, train_set.starts)
+            val_refs = self._reference_cache(spec, val_set.starts) if val_set is not None else None
         if self.use_prompt_:
             self.prompt_len_ = cfg.max_prompt_tokens  # temporary, for the encoder's construction
         self._build()
         train_samples = Samples(train_set.samples, refs=train_refs if self.use_references_ else None)
         val_samples = Samples(val_set.samples, refs=val_refs if self.use_references_ else None) if val_set else None
         if self.use_prompt_:
-            self._measure_prompt(train_set, train_refs, pool, rng)
+            self._measure_prompt(train_set, train_refs, pool, plan.rng)
             text = self.use_classical_text_
             train_samples.prompts = PromptCache(self.encoder_, lambda i: train_set.samples(i)[0],
                                                 len(train_set) * n_ch, train_refs if text else None)
@@ -304,17 +436,189 @@ class TimeLLM:
             "timellm: backbone %s (%d layers), patch %d/%d, prompt %d tokens, %s trainable / %s frozen "
             "parameters, %d of %d training samples per epoch, references %s, device %s",
             cfg.backbone, self.llm_layers_, self.patch_len_, self.stride_, self.prompt_len_,
-            f"{self.n_trainable_:,}", f"{self.n_frozen_:,}", per_epoch, len(pool),
+            f"{self.n_trainable_:,}", f"{self.n_frozen_:,}", plan.per_epoch, len(pool),
             list(self.reference_names_) or "none", self.device_,
         )  # fmt: skip
 
-        start_val = self._start_mix(train_samples, pool, val_samples, val_set, vpool, rng)
+        start_val = self._start_mix(train_samples, pool, val_samples, val_set, plan.vpool, mix_rng)
         self.setup_seconds_ = round(time.perf_counter() - t0, 3)
-        result = self.trainer_.fit(train_samples, pool, per_epoch, rng, val_samples, vpool,
-                                   stop_after=stop_after, start_val=start_val)
-        self.history_, self.best_epoch_ = result.history, result.best_epoch
-        self.fit_seconds_ = time.perf_counter() - start
-        return self
+        return _Prepared(train_samples, val_samples, start_val, self.reference_names_, train_refs, val_refs)
+
+    # ------------------------------------------------------------------ budget: the ladder
+    def _ladder_applies(self, stop_after: int | None, has_val: bool, per_epoch: int) -> bool:
+        """Whether this fit climbs the ladder of ``core.budget: auto`` (else it trains as ``fixed``)."""
+        cfg = self.config
+        if cfg.budget not in ("auto", "fixed"):
+            raise HybridInputError(f"core.budget must be auto or fixed; got {cfg.budget!r}.")
+        if cfg.budget == "fixed" or stop_after is not None:
+            return False  # a frozen copy (or build()) trains the budget chosen before
+        if cfg.ladder_samples < 1 or cfg.ladder_epochs < 1 or cfg.ladder_growth < 2 or cfg.ladder_tol < 0:
+            raise HybridInputError(
+                "core.ladder_samples and core.ladder_epochs must be at least 1, core.ladder_growth at least 2 and "
+                f"core.ladder_tol not negative; got {cfg.ladder_samples}, {cfg.ladder_epochs}, {cfg.ladder_growth} "
+                f"and {cfg.ladder_tol}.")  # fmt: skip
+        why = None
+        if not has_val:
+            why = "no validation windows"
+        elif cfg.epochs < 1:
+            why = f"core.epochs is {cfg.epochs}"
+        elif per_epoch <= cfg.ladder_samples:
+            why = f"{per_epoch} samples per epoch are no more than rung 0's core.ladder_samples={cfg.ladder_samples}"
+        if why is not None:
+            log.info("timellm: core.budget auto trains as fixed (%s).", why)
+            return False
+        return True
+
+    def _ladder_backbones(self) -> list[str]:
+        """The rung-0 candidates' backbones: ``core.ladder_variants``, ``configured`` resolved, each once."""
+        cfg = self.config
+        names = [cfg.backbone if v == "configured" else str(v) for v in cfg.ladder_variants] or [cfg.backbone]
+        return list(dict.fromkeys(names))
+
+    def _deadline(self, started: float) -> float | None:
+        """``time.perf_counter()`` value after which no rung or epoch of the ladder starts (None: no limit)."""
+        minutes = self.config.max_minutes
+        if minutes < 0:
+            minutes = CPU_MAX_MINUTES if self.device_.type == "cpu" else 0
+        return started + 60.0 * minutes if minutes > 0 else None
+
+    def _agree(self, flag: bool) -> bool:
+        """``flag`` on any rank (torchrun): a decision taken on time is the same on every rank."""
+        return ddp.all_sum([float(flag)], self.device_)[0] > 0
+
+    def _climb(self, plan: _Plan, train: np.ndarray | Sequence[Segment], val: np.ndarray | Segment | None,
+               spec: TaskSpec, started: float) -> None:
+        """The selection fit of ``core.budget: auto`` (docs/architecture.md, "The Time-LLM core").
+
+        Every training of the ladder starts from the variant's untrained start
+        (same seed), so that a frozen copy reproduces the winner with its
+        variant, samples per epoch, schedule length and epoch count alone.
+
+        1. Rung 0: each variant trains ``ladder_epochs`` epochs of ``max(ladder_samples,
+           max_train_windows // 4)`` samples; with more than two variants the best half goes on, samples x
+           ``ladder_growth``, until one is left (successive halving).
+        2. When no variant beat the untrained start by more than ``ladder_tol`` at rung 0, the core is that start
+           (best epoch 0): its frozen copies train nothing.
+        3. Otherwise the best variant trains with early stopping (``epochs``, ``patience``) at ``max_train_windows``
+           samples per epoch, then ``ladder_growth`` times more a rung while a rung improves the best validation
+           loss by more than ``ladder_tol``, every training window is not yet used and ``max_minutes`` allows.
+        4. The member is the best rung of that variant (``ladder_``, ``ladder_winner_``).
+        """
+        cfg = self.config
+        deadline = self._deadline(started)
+        self.ladder_: list[dict[str, Any]] = []
+        cands: list[_Candidate] = []
+        for backbone in self._ladder_backbones():
+            member, mplan = self, plan
+            if backbone != cfg.backbone:
+                member = type(self)(dataclasses.replace(cfg, backbone=backbone), self.period)
+                member.name = self.name
+                mplan = member._plan(train, val, spec, None, ladder=True)
+            prep = member._prepare(mplan, spec, np.random.default_rng(spec.seed), cands[0].prep if cands else None)
+            cands.append(_Candidate(backbone, member, mplan, prep, _trainable_copy(member.net_)))
+
+        n_pool = len(plan.pool)
+        samples = min(n_pool, max(cfg.ladder_samples, plan.per_epoch // 4))
+        rung, alive = 0, cands
+        while True:
+            for c in alive:
+                self._rung(c, rung, samples, cfg.ladder_epochs, None, spec.seed)
+            if rung == 0:
+                starts = [c.prep.start_val for c in cands if c.prep.start_val is not None]
+                best = min(c.best_val for c in cands)
+                if starts and _gain(min(starts), best) <= cfg.ladder_tol:
+                    self._settle_at_start(cands, samples, min(starts), best, sum(c.steps for c in cands))
+                    return
+            if len(alive) == 1:
+                break
+            alive = sorted(alive, key=lambda c: c.best_val)[: (len(alive) + 1) // 2]
+            if len(alive) == 1:
+                break
+            rung, samples = rung + 1, min(n_pool, samples * cfg.ladder_growth)
+        (winner,) = alive
+        chose = (f"the lowest validation loss at rung {rung} among {[c.backbone for c in cands]}" if len(cands) > 1
+                 else "the only variant")  # fmt: skip
+        for c in cands:
+            if c is not winner and c.member is not self:
+                c.member = None  # its network and backbone are not needed any more
+
+        samples = min(n_pool, max(samples * cfg.ladder_growth, plan.per_epoch))
+        while True:
+            rung += 1
+            before = winner.best_val
+            self._rung(winner, rung, samples, cfg.epochs, deadline, spec.seed)
+            gain = _gain(before, winner.last_val)
+            if gain <= cfg.ladder_tol:
+                why = f"rung {rung} improved the best validation loss by {gain:.2%}, not more than {cfg.ladder_tol:.2%}"
+                break
+            if samples >= n_pool:
+                why = f"rung {rung} used every training sample ({n_pool})"
+                break
+            ahead = min(n_pool, samples * cfg.ladder_growth)
+            needed = winner.last_seconds * ahead / samples
+            if deadline is not None and self._agree(time.perf_counter() + needed > deadline):
+                why = (f"rung {rung + 1} (about {needed:.1f} s) would end after core.max_minutes "
+                       f"({(deadline - started) / 60:g})")  # fmt: skip
+                break
+            samples = ahead
+        self._settle(winner, f"variant: {chose}; stopped growing: {why}", sum(c.steps for c in cands))
+
+    def _rung(self, c: _Candidate, rung: int, samples: int, epochs: int, deadline: float | None, seed: int) -> None:
+        """Train candidate ``c`` from its untrained start: ``epochs`` epochs (the schedule's length) of ``samples``."""
+        member = c.member
+        assert member is not None
+        member.net_.load_state_dict(c.start_state, strict=False)
+        torch.manual_seed(seed)
+        trainer = Trainer(member.net_, dataclasses.replace(member.config, epochs=epochs), member.device_,
+                          member.autocast)
+        t0 = time.perf_counter()
+        result = trainer.fit(c.prep.train, c.plan.pool, samples, np.random.default_rng(seed), c.prep.val,
+                             c.plan.vpool, start_val=c.prep.start_val, deadline=deadline)
+        seconds = time.perf_counter() - t0
+        record = {
+            "variant": c.backbone, "rung": rung, "samples_per_epoch": int(samples), "schedule_epochs": int(epochs),
+            "epochs": sum(1 for h in result.history if h["epoch"] > 0), "best_epoch": int(result.best_epoch),
+            "best_val_loss": float(result.best_val), "seconds": round(seconds, 3),
+        }  # fmt: skip
+        self.ladder_.append(record)
+        log.info("timellm ladder: %s", record)
+        c.steps += result.steps
+        c.last_val, c.last_seconds = result.best_val, seconds
+        if result.best_val < c.best_val:
+            c.best_val, c.best_state, c.best_record, c.best_result = (
+                result.best_val, _trainable_copy(member.net_), record, result)
+
+    def _settle_at_start(self, cands: list[_Candidate], samples: int, start_val: float, best: float,
+                         steps: int) -> None:
+        """The core is its untrained start (best epoch 0); the cheapest variant (``none`` first) keeps it."""
+        cfg = self.config
+        keep = [c for c in cands if c.prep.start_val is not None]
+        c = min(keep, key=lambda c: (c.backbone != "none", c.prep.start_val))
+        c.best_state, c.best_val = c.start_state, float(c.prep.start_val)
+        c.best_result = TrainResult([{"epoch": 0, "val_loss": c.best_val, "seconds": 0.0}], 0, c.best_val)
+        c.best_record = {"variant": c.backbone, "rung": 0, "samples_per_epoch": int(samples),
+                         "schedule_epochs": int(cfg.ladder_epochs)}
+        why = (f"no variant beat the untrained start by more than {cfg.ladder_tol:.2%} at rung 0 (best validation "
+               f"loss {best:.6g}, start {start_val:.6g}): the core is its untrained start")  # fmt: skip
+        log.info("timellm: core.budget auto: %s (best epoch 0); the fold fits and the refit train nothing.", why)
+        self._settle(c, why, steps)
+
+    def _settle(self, c: _Candidate, why: str, steps: int) -> None:
+        """Make this member candidate ``c`` at its best rung; record the ladder's outcome (``steps``: all rungs')."""
+        if c.member is not self:
+            assert c.member is not None
+            self.__dict__.update({k: v for k, v in vars(c.member).items() if k.endswith("_") and k != "ladder_"})
+        self.net_.load_state_dict(c.best_state, strict=False)
+        self.net_.eval()
+        rec, result = c.best_record, c.best_result
+        self.history_, self.best_epoch_, self.steps_ = result.history, int(result.best_epoch), steps
+        self.config_ = dataclasses.replace(c.member.config, budget="fixed", max_train_windows=rec["samples_per_epoch"],
+                                           epochs=rec["schedule_epochs"])
+        self.ladder_winner_ = {
+            "variant": c.backbone, "rung": rec["rung"], "samples_per_epoch": rec["samples_per_epoch"],
+            "schedule_epochs": rec["schedule_epochs"], "best_epoch": self.best_epoch_,
+            "best_val_loss": float(result.best_val), "why": why,
+        }  # fmt: skip
 
     def _measure_prompt(self, train_set: WindowSet, refs: SampleCache | None, pool: np.ndarray,
                         rng: np.random.Generator) -> None:
@@ -373,10 +677,15 @@ class TimeLLM:
         return start_val
 
     def frozen(self) -> Self:
-        """An unfitted copy that trains the epoch count chosen here, from the start chosen here, without validation."""
+        """An unfitted copy that trains the epoch count chosen here, from the start chosen here, without validation.
+
+        The copy's config is the fitted one (``config_``): after the ladder of
+        ``core.budget: auto``, the winning variant's backbone, samples per
+        epoch and schedule length, with ``budget: fixed``.
+        """
         if not hasattr(self, "best_epoch_"):
             raise not_fitted(self.name)
-        twin = type(self)(self.config, self.period)
+        twin = type(self)(getattr(self, "config_", self.config), self.period)
         twin.name = self.name
         twin.fixed_epochs = int(self.best_epoch_)
         twin.fixed_start = (self.start_mix_ or {}).get("chosen")
@@ -477,13 +786,17 @@ class TimeLLM:
     _FITTED = (
         "context_length_", "horizon_", "seed_", "description_", "patch_len_", "stride_", "use_prompt_",
         "prompt_len_", "llm_layers_", "n_trainable_", "n_frozen_", "history_", "best_epoch_", "fit_seconds_",
-        "use_references_", "use_classical_text_", "reference_missing_", "start_mix_", "n_channels_",
+        "use_references_", "use_classical_text_", "reference_missing_", "start_mix_", "n_channels_", "steps_",
+        "ladder_", "ladder_winner_",
     )  # fmt: skip
 
     def save(self, directory: Path) -> None:
         """Write the trainable weights (safetensors) and settings (JSON) to ``directory``.
 
-        The frozen backbone is not saved; :meth:`load` reloads it from its package.
+        The frozen backbone is not saved; :meth:`load` reloads it from its
+        package. ``config`` is the fitted config the network is rebuilt from
+        (``config_``: the ladder's winning variant), ``requested_config`` the
+        one the member was made with.
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -492,8 +805,9 @@ class TimeLLM:
         meta = {
             "name": self.name,
             "period": self.period,
-            "config": dataclasses.asdict(self.config),
-            "fitted": {k: getattr(self, k) for k in self._FITTED},
+            "config": dataclasses.asdict(getattr(self, "config_", self.config)),
+            "requested_config": dataclasses.asdict(self.config),
+            "fitted": {k: getattr(self, k) for k in self._FITTED if hasattr(self, k)},
             "reference_names": list(self.reference_names_),
             "fixed": {"epochs": self.fixed_epochs, "start": self.fixed_start},
         }
@@ -504,9 +818,9 @@ class TimeLLM:
         """Rebuild a fitted member saved by :meth:`save` (the backbone comes from its package)."""
         directory = Path(directory)
         meta = json.loads((directory / STATE_FILE).read_text(encoding="utf-8"))
-        config = dict(meta["config"])
-        config["reference_members"] = tuple(config.get("reference_members", ()))
-        self = cls(CoreConfig(**config), period=meta["period"])
+        fitted = _core_config(meta["config"])
+        self = cls(_core_config(meta.get("requested_config", meta["config"])), period=meta["period"])
+        self.config_ = fitted
         self.name = meta["name"]
         for k, v in meta["fitted"].items():
             setattr(self, k, v)
@@ -533,4 +847,6 @@ class TimeLLM:
             "n_trainable": getattr(self, "n_trainable_", None),
             "n_frozen": getattr(self, "n_frozen_", None),
             "fixed_epochs": self.fixed_epochs,
+            "budget": self.config.budget,
+            "ladder_winner": getattr(self, "ladder_winner_", None),
         }

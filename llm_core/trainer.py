@@ -7,7 +7,9 @@ one-cycle / cosine / constant schedule and gradient clipping, scores every
 epoch on validation samples and keeps the best state (epoch 0, the untrained
 start, is a candidate when the network starts from a reference mix). With
 ``stop_after`` it trains exactly that many epochs of the same schedule and
-scores nothing (a refit with the epoch count chosen earlier).
+scores nothing (a refit with the epoch count chosen earlier). With a
+``deadline`` (the core's ``budget: auto`` ladder) it stops after the epoch
+during which the deadline passed, keeping the best state so far.
 
 Under torchrun (several processes) training is data-parallel
 (:mod:`llm_core.ddp`): each rank takes its shard of every epoch's samples,
@@ -65,11 +67,12 @@ class Samples:
 
 @dataclass
 class TrainResult:
-    """What training did: the loss per epoch, the chosen epoch, its validation loss."""
+    """What training did: the loss per epoch, the chosen epoch, its validation loss, the optimiser steps taken."""
 
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
     best_val: float = math.inf
+    steps: int = 0
 
 
 class Trainer:
@@ -151,7 +154,7 @@ class Trainer:
 
     def fit(self, train: Samples, pool: np.ndarray, per_epoch: int, rng: np.random.Generator,
             val: Samples | None = None, vpool: np.ndarray | None = None, stop_after: int | None = None,
-            start_val: float | None = None) -> TrainResult:
+            start_val: float | None = None, deadline: float | None = None) -> TrainResult:
         """Train; keep the state of the best validation epoch (or of the last epoch with ``stop_after``).
 
         Args:
@@ -163,6 +166,9 @@ class Trainer:
                 ``config.epochs``) without scoring.
             start_val: the validation loss of the untrained start, when it is
                 a checkpoint candidate (epoch 0).
+            deadline: a ``time.perf_counter()`` value; when scoring, no epoch
+                starts after it (None: no limit). Under torchrun the ranks
+                agree: training stops when any rank is past it.
         """
         cfg, net = self.config, self.net
         result = TrainResult()
@@ -206,6 +212,7 @@ class Trainer:
                     torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 opt.step()
                 sched.step()
+                result.steps += 1
                 total += loss.item() * len(x)
                 count += len(x)
                 bar.set_postfix(loss=f"{total / count:.4f}")
@@ -228,9 +235,19 @@ class Trainer:
                 if bad >= cfg.patience:
                     log.info("timellm: early stop after epoch %d (best epoch %d).", epoch, result.best_epoch)
                     break
+            if deadline is not None and epoch < epochs and self._past(deadline, world):
+                log.info("timellm: the time budget is spent after epoch %d (best epoch %d).", epoch, result.best_epoch)
+                break
         if best_state is not None:
             net.load_state_dict(best_state, strict=False)
         elif scoring:
             result.best_epoch = len(result.history)
         net.eval()
         return result
+
+    def _past(self, deadline: float, world: int) -> bool:
+        """Whether ``deadline`` has passed (on any rank, so that every rank stops after the same epoch)."""
+        late = float(time.perf_counter() >= deadline)
+        if world > 1:
+            late = ddp.all_sum([late], self.device)[0]
+        return late > 0
