@@ -232,6 +232,7 @@ def test(s: Stored, cfg: Config) -> dict[str, Any]:
 
 VARIANTS: dict[str, list[str]] = {
     "base": [],
+    "default": ["router.check=shrinkage", "router.sound_ratio=2"],  # the adopted rule (vote-2 as a named check)
     "pooled-inf": ["router.check=pooled", "router.sound_ratio=1e9"],
     "pooled-2": ["router.check=pooled", "router.sound_ratio=2"],
     "pooled-1.5": ["router.check=pooled", "router.sound_ratio=1.5"],

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 Mode = Literal["vote", "select", "rules", "equal", "inverse_error", "best_single", "top_k", "greedy", "median"]
-Check = Literal["robust", "pooled", "one_se"]
+Check = Literal["shrinkage", "pooled", "one_se", "robust"]
 Robust = Literal["median", "equal", "greedy", "top_k", "inverse_error", "best_single"]
 CHECKS: tuple[str, ...] = typing.get_args(Check)  # router.check: how a combination's out-of-fold gain is judged
 
@@ -17,8 +17,8 @@ class RouterConfig:
     """How members are combined into the ``hybrid`` forecast."""
 
     mode: Mode = "vote"  # vote | select | rules (learned) | equal | inverse_error | best_single | top_k (static)
-    min_gain: float = 0.001  # relative OOF MSE gain a combination needs over the one it replaces
-    check: Check = "robust"  # robust: leave the robust average only for min_gain and min_t SEs; pooled / one_se: see README
+    min_gain: float = 0.001  # pooled / one_se / robust: relative OOF MSE gain needed over what it replaces
+    check: Check = "shrinkage"  # shrinkage: the vote as learned (shrunk out of fold), select / rules as pooled; see docs
     robust: Robust = "median"  # robust: the combination the robust check starts from (over the sound members)
     sound_ratio: float = 2.0  # only members within this x a channel's best OOF MSE are combined
     min_fold_wins: float = 0.5  # one_se: it must win on more than this fraction of the folds

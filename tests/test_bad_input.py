@@ -179,7 +179,7 @@ def test_wrong_type_in_config(capsys, csv_path):
 
 
 def test_unknown_deployment_check(capsys, csv_path):
-    assert_rejected(capsys, csv_path, "router.check must be one of robust, pooled, one_se",
+    assert_rejected(capsys, csv_path, "router.check must be one of shrinkage, pooled, one_se, robust",
                     extra=("--set", "router.check=loose"))
 
 

@@ -129,7 +129,7 @@ def test_router_beats_equal_and_best_single_when_features_reveal_the_regime():
 def test_router_falls_back_when_features_are_noise(caplog):
     ctx, forecasts, backtests, target, _ = regime_setup(informative=False)
     with caplog.at_level("WARNING"):
-        router, _, _ = fit(ctx, forecasts, backtests, target, RouterConfig(min_gain=0.01))
+        router, _, _ = fit(ctx, forecasts, backtests, target, RouterConfig(check="pooled", min_gain=0.01))
     fallback = router.check_["static"]["fallback"]
     np.testing.assert_allclose(router.static_[fallback], 0.5)  # two equally good, independent members: averaging wins
     for mode in ROUTER_MODES:
@@ -267,4 +267,16 @@ def test_the_one_se_check_asks_for_fold_wins_and_standard_errors_the_pooled_chec
     assert pooled.check_["vote"]["passed"] and pooled.fallback_["vote"] is None
     assert not one_se.check_["vote"]["passed"]
     assert one_se.fallback_["vote"] == one_se.check_["static"]["fallback"]
-    assert RouterConfig().check == "pooled"
+    assert RouterConfig().check == "shrinkage"
+
+
+def test_the_shrinkage_check_deploys_the_vote_whose_shrinkage_was_chosen_out_of_fold():
+    """The default check: the vote as learned, even on noise features, where its shrinkage toward the best static
+    combiner (here: averaging the two equally good members) is what keeps it safe; select still needs the pooled gain."""
+    ctx, forecasts, backtests, target, _ = regime_setup(informative=False)
+    router, lofo, data = fit(ctx, forecasts, backtests, target)
+    assert router.check_["vote"]["passed"] and router.fallback_["vote"] is None
+    assert router.shrink_["vote"] >= 0.5  # noise features: most of the weight comes from the static combiner
+    assert not router.check_["select"]["passed"] and router.fallback_["select"] is not None
+    vote = combined_mse(lofo["vote"], data.G, data.b, data.c).mean()
+    assert vote <= 1.02 * router.check_["static"]["oof_mse"][router.check_["static"]["shrink_to"]]

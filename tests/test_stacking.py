@@ -33,14 +33,14 @@ class Memoriser:
 
     def fit(self, train, val, spec: TaskSpec):  # noqa: ANN001, ANN201
         self.context_length_, self.horizon_ = spec.context_length, spec.horizon
-        self.table_: dict[bytes, np.ndarray] = {}
+        self.table_: dict[str, np.ndarray] = {}
         for seg in as_segments(train):
             if len(seg) < spec.context_length + spec.horizon:
                 continue
             ctx, tgt = windows(seg.values, spec.context_length, spec.horizon)
             for i in range(ctx.shape[0]):
                 for c in range(ctx.shape[1]):
-                    self.table_[np.ascontiguousarray(ctx[i, c]).tobytes()] = np.array(tgt[i, c])
+                    self.table_[np.ascontiguousarray(ctx[i, c]).tobytes().hex()] = np.array(tgt[i, c])
         return self
 
     def frozen(self):  # noqa: ANN201
@@ -51,15 +51,23 @@ class Memoriser:
         out = np.repeat(context[:, :, -1:], self.horizon_, axis=2)
         for i in range(context.shape[0]):
             for c in range(context.shape[1]):
-                hit = self.table_.get(np.ascontiguousarray(context[i, c]).tobytes())
+                hit = self.table_.get(np.ascontiguousarray(context[i, c]).tobytes().hex())
                 if hit is not None:
                     out[i, c] = hit
         return out
 
 
+def allow_test_members(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let runs store this module's test members (a run loads only the project's own classes)."""
+    import hybrid.state
+
+    monkeypatch.setattr(hybrid.state, "ALLOWED_PACKAGES", (*hybrid.state.ALLOWED_PACKAGES, __name__.partition(".")[0]))
+
+
 @pytest.fixture
 def memo_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(registry.REGISTRY, "memo", (lambda cfg, period: Memoriser(), False))
+    allow_test_members(monkeypatch)
 
 
 def noisy_walk(n: int = 1500, seed: int = 0) -> pd.DataFrame:
@@ -172,6 +180,7 @@ class Exploder:
 
 def test_sanity_gate_sets_an_exploding_member_aside_on_its_channel(tmp_path: Path, monkeypatch, capsys):
     monkeypatch.setitem(registry.REGISTRY, "exploder", (lambda cfg, period: Exploder(), False))
+    allow_test_members(monkeypatch)
     noisy_walk().to_csv(tmp_path / "walk.csv", index=False)
     assert main(["fit", "--data", str(tmp_path / "walk.csv"), "--context-length", str(L), "--horizon", str(H),
                  "--members", "exploder,seasonal_naive,linear", "--router", "equal", "--set", "runtime.progress=false",
