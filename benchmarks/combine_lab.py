@@ -18,6 +18,7 @@ Usage:
     python benchmarks/combine_lab.py dump --cases airpassengers,ausbeer [--core]
     python benchmarks/combine_lab.py nested --variants base,robust [--cases ...]
     python benchmarks/combine_lab.py test --variants robust [--cases ...]
+    python benchmarks/combine_lab.py time --cases etth1      # seconds of the combination step, default config
 """
 
 from __future__ import annotations
@@ -269,7 +270,7 @@ def stored_paths(cases: list[str] | None) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("command", choices=("dump", "nested", "test"))
+    ap.add_argument("command", choices=("dump", "nested", "test", "time"))
     ap.add_argument("--cases", default="", help="comma-separated case names (default: every case / every dump)")
     ap.add_argument("--core", action="store_true", help="dump: the Time-LLM core joins the members")
     ap.add_argument("--set", action="append", default=[], help="dump: extra section.key=value")
@@ -283,6 +284,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "dump":
         for name in cases or [c.name for c in CASES]:
             dump(name, args.core, args.set)
+        return 0
+    if args.command == "time":  # the combination step of a fit (router, static combiners, bands), default config
+        import os
+
+        for path in stored_paths(cases):
+            s = Stored(path)
+            cfg = load_config(None, None, None, ["runtime.progress=false"])
+            seconds = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                learn(s, s.oof, cfg)
+                seconds.append(time.perf_counter() - t0)
+            print(f"{s.name}: combine {min(seconds):.1f} s (best of 3; {len(s.members)} members, "
+                  f"{len(s.oof.starts)} windows x {len(s.meta['channels'])} channels; load average "
+                  f"{os.getloadavg()[0]:.2f})", flush=True)
         return 0
     judge = nested if args.command == "nested" else test
     rows = []

@@ -15,6 +15,8 @@ step everything is learned from the other folds alone, the sound set included.
 - ``vote``: the L2 penalty and a shrinkage of its weights toward the best
   weighted static combiner, ``w = (1 - lambda) w_router + lambda w_static``,
   are chosen together by LOFO. ``select``: its L2 penalty by LOFO. ``rules``: no choice.
+  Only the configured ``router.mode`` searches the L2 grid; the other learned
+  modes, fitted for the report, take its middle value.
 - The decision (``check``). ``shrinkage`` (the default): the vote is deployed as
   learned; its shrinkage toward the best static combiner, chosen leave-one-fold-out
   (and able to make it nearly that combiner), is its check; ``select`` and
@@ -319,7 +321,8 @@ def fit_router(data: StackSet, members: list[str], names: list[str], backtest_me
             continue
         best_score, chosen = np.inf, {}
         grid = tuple(cfg.shrinkage) if mode == "vote" else (0.0,)
-        l2s = tuple(cfg.l2)
+        # the configured mode searches the whole L2 grid; the others (reported beside it) take its middle value
+        l2s = tuple(cfg.l2) if mode == cfg.mode else (sorted(cfg.l2)[len(cfg.l2) // 2],)
         for l2, raw in zip(l2s, lofo_learned(data, mode, l2s, lofo_s.sound, cfg, seed), strict=True):
             for lam in grid:
                 w = (1.0 - lam) * raw + lam * lofo_s.weights[shrink_to]
