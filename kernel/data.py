@@ -416,8 +416,9 @@ def _grid_misfit(times: pd.Series) -> tuple[int, bool, float]:
     unique = t.unique().sort_values()
     if len(unique) < 2:
         return unparsed, False, 0.0
-    step = pd.Series(unique).diff().median()
-    span = (unique[-1] - unique[0]) / step + 1
+    ns = unique.asi8.astype(np.float64)  # in the index's own unit, as floats: no Timedelta overflow past 292 years
+    step = float(np.median(np.diff(ns)))
+    span = (ns[-1] - ns[0]) / step + 1
     return unparsed, not t.is_monotonic_increasing, float(1 - len(unique) / span)
 
 

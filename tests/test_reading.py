@@ -217,3 +217,13 @@ def test_missing_file_is_refused_clearly(capsys, tmp_path):
     rc, errors = fit(capsys, tmp_path / "absent.xlsx")
     assert rc == 2 and len(errors) == 1, errors
     assert "data file not found" in errors[0] and "absent.xlsx" in errors[0]
+
+
+def test_a_yearly_series_longer_than_292_years_loads(tmp_path):
+    """pandas' Timedelta ends at about 292 years: the spacing check must not subtract timestamps as one (it failed
+    with pandas 2.3 on sunspots' 309 years; pandas 3 keeps such dates in coarser units)."""
+    path = tmp_path / "years.csv"
+    pd.DataFrame({"date": pd.date_range("1700-01-01", periods=320, freq="YS"), "y": np.arange(320.0)}).to_csv(
+        path, index=False)
+    series = load_series(str(path), DataConfig())
+    assert series.n_rows == 320 and series.freq.startswith("YS")
