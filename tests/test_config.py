@@ -3,6 +3,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from hybrid.config import Config, load_config, parse_set, reference_markdown, reference_rows
 from kernel.errors import HybridInputError
@@ -30,9 +31,27 @@ def test_every_key_is_documented():
     assert undocumented == []
 
 
+def _flat(cfg: Config) -> dict[str, object]:
+    return {f"{section}.{key}": value for section, keys in cfg.to_dict().items() for key, value in keys.items()}
+
+
+def _flat_yaml(layer: dict[str, dict[str, object]]) -> dict[str, object]:
+    return {f"{section}.{key}": value for section, keys in layer.items() for key, value in keys.items()}
+
+
 def test_layers_and_overrides():
     cfg = load_config("ETTh1", overrides={"task": {"horizons": [96, 192]}}, sets=["core.llm_layers=4"])
-    assert isinstance(cfg, Config)
+    # each layer changes the keys it names and no other: the shipped default.yaml over the dataclass defaults, then
+    # etth1.yaml, the overrides and --set over that
+    shipped = {name: yaml.safe_load((CONFIG_DOC.parents[1] / "hybrid" / "configs" / f"{name}.yaml").read_text())
+               for name in ("default", "etth1")}
+    default, got = _flat(load_config()), _flat(cfg)
+    layer, bare = _flat_yaml(shipped["default"]), _flat(Config())
+    assert {k: default[k] for k in layer} == layer and {k for k, v in default.items() if v != bare[k]} <= set(layer)
+    assert default["task.members"] != bare["task.members"]  # default.yaml does change something
+    assert {k: v for k, v in got.items() if v != default[k]} == {
+        "data.description": shipped["etth1"]["data"]["description"], "data.split": "ett", "task.context_length": 512,
+        "task.horizons": [96, 192], "core.llm_layers": 4}
     assert cfg.data.split == "ett" and "Transformer" in cfg.data.description
     assert cfg.task.horizons == (96, 192) and cfg.core.llm_layers == 4
     assert load_config("exchange_rate").data.split == "ratio"

@@ -8,6 +8,7 @@ while fitting and from ``predict(context, references)`` afterwards.
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import numpy as np
@@ -167,7 +168,24 @@ def test_save_load_round_trip_with_references(tiny_bert: str, tmp_path: Path) ->
     assert again.prompt_text(ctx[:1], r[:1]) == member.prompt_text(ctx[:1], r[:1])
     words = again.explain(ctx[:1])
     assert len(words) == C and words == member.explain(ctx[:1])
-    assert words[0].startswith("prototype ") != again.net_.head_is_zero()  # prototypes unless the head is unused
+
+    def head(bias: float) -> None:  # both copies' output head: zero weights, this bias
+        for net in (member.net_, again.net_):
+            with torch.no_grad():
+                net.head[1].weight.zero_()
+                net.head[1].bias.fill_(bias)
+
+    head(0.0)  # an unused head (the untrained start; this fit kept it): the loaded copy names the fitted start's mix
+    mix = member.net_.reference_mix.tolist()
+    assert again.explain(ctx[:1]) == [
+        "the checkpoint chosen on validation is the untrained start (epoch 0): the mix of the references "
+        f"({member.start_mix_['chosen']}: linear {mix[0]:+.3f}, drift {mix[1]:+.3f}); the backbone and the prompt do "
+        "not change this forecast"] * C
+    head(0.5)  # a head in use: the most-attended text prototypes and their words, the same after the round trip
+    words = again.explain(ctx[:1])
+    assert words == member.explain(ctx[:1]) and len(words) == C
+    part = r"prototype \d \(\d+\.\d%\): \w+, \w+, \w+"
+    assert all(re.fullmatch(f"{part}; {part}; {part}", w) for w in words), words
 
 
 class RecordingSource:
@@ -222,7 +240,6 @@ def test_starting_mix_is_chosen_on_validation_among_the_mix_and_each_reference(t
     member, ctx, r = _fit(_fused(tiny_bert, epochs=0))  # no trained epoch: the checkpoint is the untrained start
     start = member.start_mix_
     assert set(start["val_mse"]) == {"least-squares mix", *REFS}
-    assert start["chosen"] == min(start["val_mse"], key=start["val_mse"].get)
     assert member.best_epoch_ == 0 and member.net_.head_is_zero()
     # every candidate start forecasts as it should, not only the one validation chose (a frozen copy trains
     # 0 epochs from a fixed start)
@@ -240,6 +257,18 @@ def test_starting_mix_is_chosen_on_validation_among_the_mix_and_each_reference(t
                                rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(member.predict(ctx, r), outs[start["chosen"]], rtol=1e-6, atol=1e-6)
     assert "untrained start" in member.explain(ctx[:1])[0]
+    # each candidate's validation MSE, recomputed from the members' own forecasts of every validation window (each
+    # (window, channel) once): a reference alone forecasts what that member does; the mix, as above
+    ctx_v, tgt_v = windows(_series()[TRAIN_END - L :], L, H)
+    r_v = _refs(_members(), ctx_v)
+    mean_v = ctx_v.mean(-1, keepdims=True)
+    candidates = {name: r_v[:, :, i] for i, name in enumerate(REFS)}
+    candidates[LEAST_SQUARES] = mean_v + ((r_v - mean_v[..., None]) * mixes[LEAST_SQUARES][:, None]).sum(2)
+    val_mse = {name: float(np.mean((f - tgt_v) ** 2)) for name, f in candidates.items()}
+    assert start["samples"] == len(ctx_v) * C
+    assert start["val_mse"] == pytest.approx(val_mse, rel=1e-5)
+    assert start["chosen"] == min(val_mse, key=val_mse.get)
+    assert val_mse["drift"] > 10 * val_mse[start["chosen"]]  # on this sine, drift is far off: the choice matters
 
 
 def test_zero_head_forecast_skips_the_backbone_and_equals_the_full_pass(tiny_bert: str) -> None:

@@ -50,14 +50,25 @@ def test_intervals_cover_close_to_nominal_on_unseen_windows(tmp_path: Path, caps
     assert (frame["a-hi-95"] - frame["a-lo-95"] > frame["a-hi-80"] - frame["a-lo-80"]).all()
 
 
-@pytest.mark.parametrize("levels", [["0"], ["100"], ["80", "80"], ["-5"], ["101"]])
-def test_bad_levels_are_refused(tmp_path: Path, capsys, levels):
+OUT_OF_RANGE = "every value in task.levels (--level) must be between 0 and 100 (exclusive); got {}."
+TWICE = "task.levels (--level) lists a level twice: {}."
+
+
+@pytest.mark.parametrize(("levels", "message"), [
+    (["0"], OUT_OF_RANGE.format([0.0])),
+    (["100"], OUT_OF_RANGE.format([100.0])),
+    (["80", "80"], TWICE.format([80.0, 80.0])),
+    (["-5"], OUT_OF_RANGE.format([-5.0])),
+    (["101"], OUT_OF_RANGE.format([101.0])),
+    (["95", "0.5", "95"], TWICE.format([95.0, 0.5, 95.0])),  # in range, but one level twice
+], ids=["0", "100", "80-80", "-5", "101", "95-0.5-95"])
+def test_bad_levels_are_refused(tmp_path: Path, capsys, levels, message):
     data = ar1_csv(tmp_path / "ar1.csv", n=600)
     rc = main(["fit", "--data", str(data), "--context-length", "48", "--horizon", "12", "--members", "linear",
                "--level", *levels, "--set", "runtime.progress=false"])
     assert rc == 2
     err = capsys.readouterr().err
-    assert "task.levels" in err and ("between 0 and 100" in err or "twice" in err)
+    assert message in err, err
     assert not Path("runs").exists()
 
 

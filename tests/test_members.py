@@ -10,6 +10,7 @@ from baselines.naive import Drift, SeasonalNaive, WindowMean
 from hybrid.config import load_config
 from hybrid.members import make_member
 from kernel.contract import TaskSpec
+from kernel.protocol import windows
 
 
 def seasonal_series(n: int = 700, channels: int = 2, seed: int = 0) -> np.ndarray:
@@ -53,10 +54,17 @@ def test_ridge_recovers_a_linear_process():
 def test_ridge_chooses_alpha_on_validation():
     values = seasonal_series(n=900, channels=1)
     spec = TaskSpec(context_length=48, horizon=12)
-    m = RidgeLinear(alphas=(1e-4, 1.0, 1e4)).fit(values[:600], values[552:], spec)
-    best = min(m.val_mse_by_alpha_, key=m.val_mse_by_alpha_.get)
-    assert m.alpha_ == best and len(m.val_mse_by_alpha_) == 3
-    assert m.val_mse_by_alpha_[1e4] > m.val_mse_by_alpha_[best]
+    alphas = (1e-4, 1.0, 1e4)
+    m = RidgeLinear(alphas=alphas).fit(values[:600], values[552:], spec)
+    # each candidate scored independently: a fit with that alpha alone, its forecasts of every validation window
+    ctx, tgt = windows(values[552:], 48, 12)
+    val = {a: float(np.mean((RidgeLinear(alphas=(a,)).fit(values[:600], None, spec).predict(ctx) - tgt) ** 2))
+           for a in alphas}
+    assert m.val_mse_by_alpha_ == pytest.approx(val, rel=1e-5)
+    assert m.alpha_ == 1e-4 == min(val, key=val.get)  # not the middle candidate, the default without validation
+    assert val[1.0] > 1.03 * val[1e-4] and val[1e4] > 10 * val[1e-4]
+    np.testing.assert_allclose(m.predict(ctx), RidgeLinear(alphas=(1e-4,)).fit(values[:600], None, spec).predict(ctx),
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_moving_average_keeps_constants_and_smooths():

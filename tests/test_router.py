@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from router.config import RouterConfig
+from router.config import CHECKS, RouterConfig
 from router.features import (
     backtest_steps,
     context_feature_names,
@@ -14,7 +14,7 @@ from router.features import (
     shift_context,
     window_features,
 )
-from router.fitting import StackSet, fit_router
+from router.fitting import StackSet, fit_router, lofo_learned, lofo_static
 from router.models import ROUTER_MODES, combined_mse, moments
 from router.static import STATIC_MODES, combine, median_forecast, sound_mask, static_weights
 
@@ -140,14 +140,28 @@ def test_router_falls_back_when_features_are_noise(caplog):
     np.testing.assert_allclose(router.weights("vote", X), 0.5)
 
 
-def test_vote_shrinkage_toward_equal_weights_is_chosen_out_of_fold():
-    ctx, forecasts, backtests, target, _ = regime_setup()
-    router, _, _ = fit(ctx, forecasts, backtests, target)
-    assert router.shrink_["vote"] in RouterConfig().shrinkage
-    assert router.check_["vote"]["settings"]["shrink"] == router.shrink_["vote"]
-    router.shrink_["vote"] = 1.0  # full shrinkage is equal weights, whatever the features say
+@pytest.mark.parametrize(("informative", "expected"), [(True, 0.0), (False, 0.75)])
+def test_vote_shrinkage_toward_the_static_combiner_is_chosen_out_of_fold(informative, expected):
+    """The shrinkage is the grid value whose leave-one-fold-out vote, mixed with the static combiner's LOFO weights,
+    has the lowest pooled MSE (recomputed here from the LOFO fits): none where the features reveal the regime, the
+    most on noise features. The deployed vote mixes the refitted model's weights with the same share."""
+    cfg = RouterConfig()
+    ctx, forecasts, backtests, target, _ = regime_setup(informative=informative)
+    router, lofo, data = fit(ctx, forecasts, backtests, target, cfg)
+    l2 = router.check_["vote"]["settings"]["l2"]
+    static = lofo_static(data, cfg.sound_ratio, 0.05, cfg.greedy_rounds)
+    raw = lofo_learned(data, "vote", (l2,), static.sound, cfg, 0)[0]
+    toward = static.weights[router.shrink_to_]
+    pooled = {lam: combined_mse((1 - lam) * raw + lam * toward, data.G, data.b, data.c).mean() for lam in cfg.shrinkage}
+    assert router.shrink_["vote"] == min(pooled, key=pooled.get) == expected  # 0 on one data set, 0.75 on the other
+    lam = router.shrink_["vote"]
+    np.testing.assert_allclose(lofo["vote"], (1 - lam) * raw + lam * toward, atol=1e-12)
     X = router.features(ctx[:7], {m: f[:7] for m, f in forecasts.items()}, {m: f[:7] for m, f in backtests.items()})
-    np.testing.assert_allclose(router.raw_weights("vote", X), 0.5)
+    learned = router.models_["vote"].weights(router.standardise(X), np.broadcast_to(router.mask, (7, C, 2)))
+    np.testing.assert_allclose(router.raw_weights("vote", X),
+                               (1 - lam) * learned + lam * router.static_[router.shrink_to_], atol=1e-12)
+    router.shrink_["vote"] = 1.0  # full shrinkage is the static combiner, whatever the features say
+    np.testing.assert_allclose(router.raw_weights("vote", X), np.broadcast_to(router.static_[router.shrink_to_], (7, C, 2)))
 
 
 def test_gated_member_gets_no_weight_in_any_mode():
@@ -239,11 +253,25 @@ def test_vote_explanation_names_the_regime_features():
 
 
 @pytest.mark.parametrize("mode", ["vote", "select"])
-def test_softmax_weights_without_fallback_are_a_distribution(mode):
-    ctx, forecasts, backtests, target, _ = regime_setup(n=200)
+def test_softmax_weights_are_those_of_the_fitted_logits(mode):
+    """The weights recomputed by hand from the fitted model: features standardised by the OOF mean and std and
+    clipped to +-5, logits x W + bias, a softmax (vote: then shrunk toward the static combiner; select: its arg-max
+    member alone)."""
+    ctx, forecasts, backtests, target, regime = regime_setup(n=200)
     router, _, _ = fit(ctx, forecasts, backtests, target)
-    w = router.raw_weights(mode, router.features(ctx, forecasts, backtests))
-    assert (w >= 0).all() and np.allclose(w.sum(-1), 1.0)
+    X = router.features(ctx, forecasts, backtests)
+    model = router.models_[mode]
+    z = np.clip((X - router.mean_) / router.std_, -5.0, 5.0)
+    logits = z @ model.W_ + model.bias_
+    soft = np.exp(logits - logits.max(-1, keepdims=True))
+    soft /= soft.sum(-1, keepdims=True)
+    lam = router.shrink_[mode]  # 0 for select
+    expected = {"vote": (1 - lam) * soft + lam * router.static_[router.shrink_to_],
+                "select": np.eye(2)[np.argmax(logits, axis=-1)]}
+    w = router.raw_weights(mode, X)
+    np.testing.assert_allclose(w, expected[mode], atol=1e-9)
+    # and they follow the regime: "seasonal" (member 0) on the regime-A windows, "trend" on the others
+    assert w[regime == 0, :, 0].mean() > 0.8 and w[regime == 1, :, 1].mean() > 0.8
 
 
 def test_the_check_records_every_static_combiner_per_fold_so_a_deployment_rule_can_be_replayed():
@@ -267,7 +295,12 @@ def test_the_one_se_check_asks_for_fold_wins_and_standard_errors_the_pooled_chec
     assert pooled.check_["vote"]["passed"] and pooled.fallback_["vote"] is None
     assert not one_se.check_["vote"]["passed"]
     assert one_se.fallback_["vote"] == one_se.check_["static"]["fallback"]
-    assert RouterConfig().check == "shrinkage"
+    # the default (no check named) is the shrinkage check: on noise features it deploys the vote, which each of the
+    # other checks replaces by a static combiner
+    noise = regime_setup(informative=False)[:4]
+    deployed = {check: fit(*noise, RouterConfig(check=check))[0].fallback_["vote"] is None for check in CHECKS}
+    assert deployed == {"shrinkage": True, "pooled": False, "one_se": False, "robust": False}
+    assert fit(*noise)[0].fallback_["vote"] is None
 
 
 def test_the_shrinkage_check_deploys_the_vote_whose_shrinkage_was_chosen_out_of_fold():

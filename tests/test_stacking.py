@@ -217,6 +217,17 @@ def test_refit_train_only_keeps_the_selection_fit(tmp_path: Path):
     assert m2["linear"]["test_train_only"]["mse"] == pytest.approx(m["linear"]["test"]["mse"])
 
 
+def _reference_rlinear(x: np.ndarray, starts: list[int], alpha: float) -> np.ndarray:
+    """The RLinear ridge map [L, H] fitted on the windows of x [T, 1] starting at ``starts``, written out plainly:
+    each window minus its context mean, over its context std; rows weighted by the squared std; no intercept;
+    penalty alpha x the total weight."""
+    ctx = np.stack([x[s : s + L, 0] for s in starts]).astype(np.float64)
+    tgt = np.stack([x[s + L : s + L + H, 0] for s in starts]).astype(np.float64)
+    mean, std = ctx.mean(1, keepdims=True), ctx.std(1, keepdims=True)
+    z, y, w = (ctx - mean) / std, (tgt - mean) / std, std[:, 0] ** 2
+    return np.linalg.solve(z.T @ (w[:, None] * z) + alpha * w.sum() * np.eye(L), z.T @ (w[:, None] * y))
+
+
 def test_segments_are_never_spanned_by_a_training_window():
     from baselines.linear import RidgeLinear
 
@@ -225,9 +236,13 @@ def test_segments_are_never_spanned_by_a_training_window():
     spec = TaskSpec(L, H)
     whole = RidgeLinear(alphas=(1.0,)).fit(x, None, spec)
     split = RidgeLinear(alphas=(1.0,)).fit([Segment(x[:200], 0), Segment(x[200:], 200)], None, spec)
-    joined = RidgeLinear(alphas=(1.0,)).fit(np.concatenate([x[:200], x[200:]]), None, spec)
-    assert np.allclose(whole.weights_, joined.weights_)
-    assert not np.allclose(split.weights_, whole.weights_)  # windows across row 200 are left out
+    # one array: every window of the 400 rows; two segments: only those inside rows 0-199 or rows 200-399
+    every = list(range(400 - L - H + 1))
+    inside = [s for s in every if s + L + H <= 200 or s >= 200]
+    assert len(inside) == len(every) - (L + H - 1)
+    np.testing.assert_allclose(whole.weights_, _reference_rlinear(x, every, 1.0), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(split.weights_, _reference_rlinear(x, inside, 1.0), rtol=1e-6, atol=1e-9)
+    assert not np.allclose(split.weights_, whole.weights_)  # the windows across row 200 do count
     with pytest.raises(ValueError, match="no training window"):
         RidgeLinear().fit([Segment(x[:30], 0)], None, spec)
 
