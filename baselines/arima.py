@@ -46,8 +46,8 @@ from typing import Any, Self
 
 import numpy as np
 
-from baselines.per_channel import FALLBACK, ChannelFallback, PerChannelMember, guarded_fit
-from kernel.contract import Segment, TaskSpec, as_segments, as_values, longest_segment
+from baselines.per_channel import FALLBACK, ChannelFallback, PerChannelMember, guarded_fit, refit_points
+from kernel.contract import Segment, TaskSpec, as_segments, as_values, gapped_values, longest_segment
 from kernel.protocol import windows
 
 logger = logging.getLogger(__name__)
@@ -243,6 +243,13 @@ def _refit_order(y: np.ndarray, fixed: dict[str, Any], s: _Settings) -> ArimaCha
     w = np.diff(w, n=fixed["d"]) if fixed["d"] else w
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        if np.isnan(w).any():  # holes between training segments: the Kalman filter skips missing rows exactly
+            from statsmodels.tsa.statespace.sarimax import SARIMAX
+
+            w = w[np.argmax(~np.isnan(w)):]
+            result = SARIMAX(w, order=(fixed["p"], 0, fixed["q"]), trend="c" if fixed["has_mean"] else None
+                             ).fit(method="lbfgs", maxiter=s.maxiter, disp=False)
+            return _channel_from(result, fixed["d"], fixed["seasonal_diff"], period)
         fitted = pm.ARIMA(order=(fixed["p"], 0, fixed["q"]), with_intercept=fixed["has_mean"],
                           maxiter=s.maxiter, suppress_warnings=True).fit(w)
     return _channel_from(fitted.arima_res_, fixed["d"], fixed["seasonal_diff"], period)
@@ -283,8 +290,11 @@ def _fit_channel(task: tuple[int, np.ndarray, np.ndarray | None, Any], s: _Setti
     def fit(y: np.ndarray, status: dict[str, Any]) -> None:
         if fixed == FALLBACK:
             raise ChannelFallback("fell back in the fit this refit copies")
-        if len(y) < 50:
-            raise ChannelFallback(f"too short ({len(y)} training points, need 50)")
+        observed = int(np.count_nonzero(~np.isnan(y)))
+        need = 50 if fixed is None else refit_points(
+            fixed["p"] + fixed["q"] + fixed["has_mean"] + 1, fixed["d"] + fixed["seasonal_diff"] * fixed["period"])
+        if observed < need:
+            raise ChannelFallback(f"too short ({observed} training points, need {need})")
         if fixed is not None:
             model = _refit_order(y, fixed, s)
             status.update(order=model.order, model=model, selected_by="fixed (refit of a chosen order)")
@@ -321,7 +331,7 @@ def _fit_channel(task: tuple[int, np.ndarray, np.ndarray | None, Any], s: _Setti
         status["order"] = model.order
         status["model"] = model
 
-    return guarded_fit(j, y, s.max_train_points, fit, {"order": None})
+    return guarded_fit(j, y, s.max_train_points, fit, {"order": None}, gaps=fixed is not None)
 
 
 # ----------------------------------------------------------------------------- member
@@ -383,6 +393,10 @@ class Arima(PerChannelMember):
             )
         segments = as_segments(train)
         series = np.asarray(longest_segment(segments).values, dtype=np.float64)
+        if self.fixed_choices is not None and len(segments) > 1 and len(series) < self.max_train_points:
+            # a fold fit: every training row at its true distance (docs/architecture.md, "Data flow"),
+            # so that it sees nearly the data its refit will, not the longest stretch alone
+            series = gapped_values(segments)
         if series.ndim != 2:
             raise ValueError(f"`train` must have shape [T, C]; got shape {series.shape}.")
         val = as_values(val)

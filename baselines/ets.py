@@ -50,7 +50,7 @@ from typing import Any, Self
 
 import numpy as np
 
-from baselines.per_channel import FALLBACK, ChannelFallback, PerChannelMember, guarded_fit
+from baselines.per_channel import FALLBACK, ChannelFallback, PerChannelMember, guarded_fit, refit_points
 from kernel.contract import Segment, TaskSpec, as_segments, longest_segment
 
 logger = logging.getLogger(__name__)
@@ -207,8 +207,10 @@ def _fit_channel(task: tuple[int, np.ndarray, Any], s: _Settings) -> dict[str, A
             raise ChannelFallback("fell back in the fit this refit copies")
         if fixed is not None:  # a frozen copy's refit: the chosen form, parameters estimated again
             trend, period = fixed
-            if len(y) < 4 * period + 20:
-                raise ChannelFallback(f"too short ({len(y)} training points for a season of {period})")
+            smoothing = 1 + (trend != "none") + (trend == "add_damped") + (period > 0)
+            need = refit_points(smoothing + 1 + (trend != "none") + period)  # ... and the initial states
+            if len(y) < need:
+                raise ChannelFallback(f"too short ({len(y)} training points for ETS {trend}@{period}, need {need})")
             model = _channel_model(_fit_one(y, trend, period, s.final_init, s.maxiter), trend, period, s)
             status.update(model=model, order=model.label)
             return

@@ -33,11 +33,13 @@ def guarded_fit(
     max_points: int,
     body: Callable[[np.ndarray, dict[str, Any]], None],
     status: dict[str, Any],
+    gaps: bool = False,
 ) -> dict[str, Any]:
     """Fit one channel and never raise.
 
     Keeps the last ``max_points`` values, rejects non-finite and constant
-    channels, then runs ``body(y, status)``, which fills ``status`` (with
+    channels (``gaps``: NaN marks rows between training segments, and only
+    the observed values are checked), then runs ``body(y, status)``, which fills ``status`` (with
     "model") or raises :class:`ChannelFallback`. Any failure becomes a
     "fallback" status with its reason; ``fit_seconds`` is always set.
     """
@@ -45,9 +47,10 @@ def guarded_fit(
     status = {"channel": channel, "status": "ok", "reason": "", **status}
     try:
         y = np.asarray(y, dtype=np.float64)[-max_points:]
-        if not np.isfinite(y).all():
+        observed = y[~np.isnan(y)] if gaps else y
+        if not np.isfinite(observed).all():
             raise ChannelFallback("non-finite values in the training part")
-        if y.std() < 1e-8 * max(1.0, float(np.abs(y).mean())):
+        if observed.std() < 1e-8 * max(1.0, float(np.abs(observed).mean())):
             raise ChannelFallback("constant channel")
         body(y, status)
     except ChannelFallback as exc:
@@ -59,6 +62,20 @@ def guarded_fit(
 
 
 FALLBACK = "fallback"  # the fixed choice of a channel that fell back in the fit a refit copies
+POINTS_PER_PARAMETER = 3  # a refit of a fixed form needs this many observations per parameter it estimates ...
+MIN_REFIT_POINTS = 20  # ... and never fewer than this
+
+
+def refit_points(n_parameters: int, lost: int = 0) -> int:
+    """Observations a refit of a fixed form needs: enough per estimated parameter, plus those differencing loses.
+
+    A fold fit has a hole where its fold lies and sees less data than the
+    selection fit that chose the form; holding it to the selection's
+    minimum would make it fall back to seasonal naive while the refit (more
+    data) fits the real model, so the out-of-fold forecasts would describe
+    a member the deployment never meets.
+    """
+    return max(MIN_REFIT_POINTS, POINTS_PER_PARAMETER * n_parameters) + lost
 
 
 class PerChannelMember:

@@ -144,6 +144,21 @@ def longest_segment(segments: Sequence[Segment]) -> Segment:
     return max(reversed(list(segments)), key=len)
 
 
+def gapped_values(segments: Sequence[Segment]) -> np.ndarray:
+    """The rows from the first segment's start to the last one's end [T, C], NaN where no segment lies (the holes).
+
+    For a model whose likelihood treats missing observations exactly (a
+    Kalman filter), this hands a fold fit all of its training rows at their
+    true distance apart instead of the longest stretch alone.
+    """
+    ordered = sorted(segments, key=lambda s: s.start)
+    first, end = ordered[0].start, max(s.start + len(s) for s in ordered)
+    out = np.full((end - first, ordered[0].values.shape[1]), np.nan)
+    for s in ordered:
+        out[s.start - first : s.start - first + len(s)] = s.values
+    return out
+
+
 def check_context(context: np.ndarray, context_length: int) -> np.ndarray:
     """Validate a member's input window batch and return it as float32.
 

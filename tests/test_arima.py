@@ -109,3 +109,47 @@ def test_beats_seasonal_naive_on_seasonal_ar2(fitted: Arima, data: dict[str, np.
 def test_rejects_bad_context(fitted: Arima) -> None:
     with pytest.raises(ValueError, match="context"):
         fitted.predict(np.zeros((2, 2, L + 1), dtype=np.float32))
+
+
+def _ar1(n: int, phi: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    y = np.zeros(n)
+    for t in range(1, n):
+        y[t] = phi * y[t - 1] + rng.normal()
+    return y
+
+
+def test_fold_fit_uses_both_sides_of_its_hole_and_keeps_the_chosen_order() -> None:
+    """A fold fit of a short series: each side of the hole is under the search's 50 points, together they are not.
+
+    Before, the fold fit took the longest side alone and fell back to seasonal naive while the refit (more data)
+    fitted the real ARIMA; the out-of-fold forecasts then described a member the deployment never meets.
+    """
+    from kernel.contract import Segment
+
+    y = _ar1(150, 0.8, seed=3)[:, None]
+    spec = TaskSpec(context_length=12, horizon=4)
+    selection = Arima(max_p=1, max_q=0, max_d=0, maxiter=50).fit(y, None, spec)
+    assert selection.channel_status_[0]["status"] == "ok" and selection.channel_status_[0]["order"].startswith("(1,0,0)")
+    fold = selection.frozen().fit([Segment(y[:40], 0), Segment(y[75:115], 75)], None, spec)
+    status = fold.channel_status_[0]
+    assert status["status"] == "ok", status["reason"]
+    assert status["order"] == selection.channel_status_[0]["order"]
+    # the filter skipped the hole: the AR coefficient is the one of the data, and equals statsmodels' fit of the
+    # same rows with the hole marked missing
+    gapped = y[:115, 0].copy()
+    gapped[40:75] = np.nan
+    ref = ARIMA(gapped, order=(1, 0, 0), trend="c" if fold.models_[0].has_mean else "n").fit()
+    assert abs(fold.models_[0].ar[0] - ref.params[list(ref.model.param_names).index("ar.L1")]) < 0.02
+    assert 0.6 < fold.models_[0].ar[0] < 0.95
+
+
+def test_refit_of_a_fixed_order_needs_points_per_parameter_not_the_search_minimum() -> None:
+    y = _ar1(150, 0.8, seed=4)[:, None]
+    spec = TaskSpec(context_length=12, horizon=4)
+    selection = Arima(max_p=1, max_q=0, max_d=0, maxiter=50).fit(y, None, spec)
+    assert selection.frozen().fit(y[:30], None, spec).channel_status_[0]["status"] == "ok"  # AR(1), sigma2: 20 at least
+    too_short = selection.frozen().fit(y[:19], None, spec).channel_status_[0]
+    assert too_short["status"] == "fallback" and "need 20" in too_short["reason"]
+    # a search (no order chosen yet) still needs 50
+    assert Arima(max_p=1, max_q=0, max_d=0).fit(y[:45], None, spec).channel_status_[0]["status"] == "fallback"

@@ -102,3 +102,17 @@ def test_period_too_long_for_context_is_recorded(data: dict[str, np.ndarray]) ->
     member = Ets(period=L, **SMALL).fit(data["train"][:, :1], None, TaskSpec(L, H))
     assert member.models_[0].period == 0
     assert "does not fit twice" in member.channel_status_[0]["reason"]
+
+
+def test_refit_of_a_fixed_form_needs_points_per_parameter_not_the_search_minimum() -> None:
+    """A fold fit of a short quarterly series keeps its chosen seasonal form (before: 4 x season + 20 points)."""
+    rng = np.random.default_rng(0)
+    t = np.arange(60)
+    y = (np.sin(2 * np.pi * t / 4) + 0.02 * t + 0.2 * rng.normal(size=60))[:, None]
+    spec = TaskSpec(context_length=16, horizon=4, periods=(4,))
+    selection = Ets(trends=("none",), maxiter=50).fit(y, None, spec)
+    assert selection.channel_status_[0]["order"] == "ETS(A,N,A@4)"
+    fold = selection.frozen().fit(y[:30], None, spec).channel_status_[0]  # alpha, gamma, level, 4 seasons: 7 x 3
+    assert fold["status"] == "ok" and fold["order"] == "ETS(A,N,A@4)", fold["reason"]
+    short = selection.frozen().fit(y[:17], None, spec).channel_status_[0]
+    assert short["status"] == "fallback" and "need 21" in short["reason"]
