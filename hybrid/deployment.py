@@ -156,6 +156,8 @@ class Deployment:
             "gate": entry.get("gate"),
             "sound": entry.get("combiner", {}).get("sound"),
             "bands": entry.get("bands"),
+            "ladders": {n: {"ladder": d["selection"].get("ladder"), "winner": d["selection"]["ladder_winner"]}
+                        for n, d in entry.get("members", {}).items() if "ladder_winner" in d.get("selection", {})},
             "channels": {},
             "member_text": member_texts(members, context, forecasts, self.references),
         }

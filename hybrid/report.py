@@ -418,6 +418,7 @@ def summarise(state: dict[str, Any]) -> dict[str, Any]:
         "gate": details.get("gate"),
         "sound": details.get("sound"),
         "band_checks": band_checks(details.get("bands") or {}),
+        "ladders": details.get("ladders") or {},
         "oof_by_fold": {n: (m.get("oof") or {}).get("by_fold") for n, m in metrics.items()
                         if (m.get("oof") or {}).get("by_fold")},
         "channels": channels,
@@ -607,6 +608,7 @@ def to_markdown(rep: dict[str, Any], plots: dict[str, str]) -> str:
                     value = ([readable_prompt(v, rep["description"]) if isinstance(v, str) else v for v in value]
                              if isinstance(value, list) else readable_prompt(str(value), rep["description"]))
                 lines += member_text_block(n, attr, value)
+    lines += ladder_lines(rep.get("ladders") or {})
     by_fold = rep.get("oof_by_fold") or {}
     if by_fold:
         folds = sorted({f for v in by_fold.values() for f in v}, key=int)
@@ -638,6 +640,23 @@ def to_markdown(rep: dict[str, Any], plots: dict[str, str]) -> str:
             lines.append(f"| {i} | {' and '.join(r['if'])} | {r['use']} | {r['samples']} | "
                          f"{_f(r['oof_mse_chosen'])} | {_f(r['oof_mse_members_mean'])} |")
     return "\n".join([*lines, *_glossary(rep)]) + "\n"
+
+
+def ladder_lines(ladders: dict[str, Any]) -> list[str]:
+    """The core's budget as its selection fit chose it on validation (``core.budget: auto``): every rung, the winner."""
+    lines: list[str] = []
+    for name, lad in ladders.items():
+        win = lad["winner"]
+        lines += ["", f"## The budget of {name}, chosen on validation", "",
+                  f"Kept: **{win['variant']}** at rung {win['rung']} ({win['samples_per_epoch']} samples an epoch, "
+                  f"best epoch {win['best_epoch']}, validation loss {_f(win['best_val_loss'])}). Why: {win['why']}.", ""]
+        rungs = lad.get("ladder") or []
+        if rungs:
+            lines += ["| variant | rung | samples an epoch | epochs run | best epoch | best validation loss | seconds |",
+                      "|---|---|---|---|---|---|---|"]
+            lines += [f"| {r['variant']} | {r['rung']} | {r['samples_per_epoch']} | {r['epochs']} | {r['best_epoch']} "
+                      f"| {_f(r['best_val_loss'])} | {r['seconds']:.1f} |" for r in rungs]
+    return lines
 
 
 def features_shown(rep: dict[str, Any]) -> list[str]:

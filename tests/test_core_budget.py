@@ -196,3 +196,19 @@ def test_budget_settings_are_checked() -> None:
         _fit(_core(budget="sometimes"), _trend())
     with pytest.raises(HybridInputError, match="ladder_growth"):
         _fit(_core(ladder_growth=1), _trend())
+
+
+def test_the_vote_report_shows_every_rung_and_why_the_winner_won() -> None:
+    from hybrid.report import ladder_lines
+
+    member = _fit(_core(), _seasonal())
+    lines = ladder_lines({"timellm": {"ladder": member.ladder_, "winner": member.ladder_winner_}})
+    text = "\n".join(lines)
+    rows = [ln for ln in lines if ln.startswith("| none |")]
+    assert len(rows) == len(member.ladder_) >= 2  # one row per rung, in order
+    for row, rung in zip(rows, member.ladder_, strict=True):
+        assert row.startswith(f"| none | {rung['rung']} | {rung['samples_per_epoch']} |")
+    win = member.ladder_winner_
+    assert f"at rung {win['rung']} ({win['samples_per_epoch']} samples an epoch" in text
+    assert win["why"] in text and "stopped growing" in win["why"]
+    assert ladder_lines({}) == []
