@@ -35,12 +35,12 @@ References:
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Self
+from typing import Any, Self
 
 import numpy as np
 
 from baselines.config import LinearConfig
-from kernel.contract import Segment, TaskSpec, as_segments, as_values, check_context, not_fitted
+from kernel.contract import Member, Segment, TaskSpec, as_segments, as_values, check_context, not_fitted
 from kernel.protocol import segment_windows, windows
 
 CHUNK = 1024  # windows per block when accumulating Gram matrices (bounds the float64 temporaries)
@@ -105,7 +105,7 @@ def _val_parts(val: np.ndarray | Segment | Sequence[Segment] | None) -> list[np.
     return [as_values(v) for v in val]
 
 
-class RidgeLinear:
+class RidgeLinear(Member):
     """Closed-form ridge forecaster shared across channels.
 
     Args:
@@ -119,6 +119,7 @@ class RidgeLinear:
 
     name = "linear"
     horizon_agnostic = False
+    supports_fit_many = True  # fit_many reads every window once for every training set
 
     def __init__(
         self,
@@ -283,7 +284,11 @@ class RidgeLinear:
         twin.name = self.name
         return twin
 
-    def predict(self, context: np.ndarray) -> np.ndarray:
+    def describe(self) -> dict[str, Any]:
+        """The ridge strength chosen ({} before fit)."""
+        return {"alpha": self.alpha_} if hasattr(self, "alpha_") else {}
+
+    def predict(self, context: np.ndarray, references: np.ndarray | None = None) -> np.ndarray:
         """context [N, C, L] -> forecast [N, C, H]."""
         if not hasattr(self, "weights_"):
             raise not_fitted(self.name)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import copy
-from typing import Self
+from typing import Any, Self
 
 import numpy as np
 
-from kernel.contract import TaskSpec, check_context, not_fitted
+from kernel.contract import Member, TaskSpec, check_context, not_fitted
 
 
-class _Stateless:
+class _Stateless(Member):
     """Members with nothing to learn beyond the task's shape."""
 
     name = "stateless"
@@ -56,12 +56,16 @@ class SeasonalNaive(_Stateless):
         self.horizon_ = spec.horizon
         return self
 
-    def predict(self, context: np.ndarray) -> np.ndarray:
+    def predict(self, context: np.ndarray, references: np.ndarray | None = None) -> np.ndarray:
         """context [N, C, L] -> forecast [N, C, H]."""
         context = self._check(context)
         p, L = self.period_, self.context_length_
         idx = L - p + (np.arange(self.horizon_) % p)  # positions of the last cycle, repeated
         return np.ascontiguousarray(context[:, :, idx])
+
+    def describe(self) -> dict[str, Any]:
+        """The season this fit settled on ({} before fit)."""
+        return {"period": self.period_} if hasattr(self, "period_") else {}
 
 
 class Drift(_Stateless):
@@ -74,7 +78,7 @@ class Drift(_Stateless):
         self.context_length_, self.horizon_ = spec.context_length, spec.horizon
         return self
 
-    def predict(self, context: np.ndarray) -> np.ndarray:
+    def predict(self, context: np.ndarray, references: np.ndarray | None = None) -> np.ndarray:
         """context [N, C, L] -> forecast [N, C, H]."""
         context = self._check(context)
         last = context[:, :, -1:]
@@ -93,7 +97,7 @@ class WindowMean(_Stateless):
         self.context_length_, self.horizon_ = spec.context_length, spec.horizon
         return self
 
-    def predict(self, context: np.ndarray) -> np.ndarray:
+    def predict(self, context: np.ndarray, references: np.ndarray | None = None) -> np.ndarray:
         """context [N, C, L] -> forecast [N, C, H]."""
         context = self._check(context)
         mean = context.mean(axis=2, keepdims=True)

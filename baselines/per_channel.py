@@ -17,7 +17,7 @@ from typing import Any, Self
 import numpy as np
 
 from baselines.naive import SeasonalNaive
-from kernel.contract import Segment, TaskSpec, check_context, not_fitted
+from kernel.contract import Member, Segment, TaskSpec, check_context, not_fitted
 from kernel.parallel import parallel_map
 
 logger = logging.getLogger(__name__)
@@ -78,14 +78,15 @@ def refit_points(n_parameters: int, lost: int = 0) -> int:
     return max(MIN_REFIT_POINTS, POINTS_PER_PARAMETER * n_parameters) + lost
 
 
-class PerChannelMember:
-    """Base of members that hold one fitted model (or None) per channel.
+class PerChannelMember(Member):
+    """Base of members that hold one fitted model (or None) per channel (``per_series``: a local model).
 
     ``fixed_choices`` (set by :meth:`frozen`): per channel, the choice a refit
     keeps (None: choose again; ``FALLBACK``: seasonal naive again).
     """
 
     name = "per_channel"
+    per_series = True
     fixed_choices: list[Any] | None = None
 
     def _choice(self, model: Any) -> Any:
@@ -133,7 +134,11 @@ class PerChannelMember:
     def _forecast_channel(self, model: Any, context: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def predict(self, context: np.ndarray) -> np.ndarray:
+    def describe(self) -> dict[str, Any]:
+        """Each channel's status ("ok" or "fallback", its reason, its model's choices; {} before fit)."""
+        return {"channel_status": self.channel_status_} if hasattr(self, "channel_status_") else {}
+
+    def predict(self, context: np.ndarray, references: np.ndarray | None = None) -> np.ndarray:
         """context [N, C, L] (scaled) -> forecast [N, C, H] float32."""
         if not hasattr(self, "models_"):
             raise not_fitted(self.name)

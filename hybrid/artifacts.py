@@ -23,7 +23,6 @@ path. A fit that fails or is refused leaves ``latest`` as it was.
 from __future__ import annotations
 
 import errno
-import inspect
 import json
 import logging
 import os
@@ -40,6 +39,7 @@ import numpy as np
 from safetensors import SafetensorError
 
 from hybrid.state import STATE_FORMAT, class_path, load_state, resolve_class, save_state
+from kernel.contract import Forecaster, Member
 from kernel.errors import HybridInputError
 
 logger = logging.getLogger(__name__)
@@ -394,21 +394,16 @@ def _state_file(path: Path) -> Path:
     return path.with_name(f"{path.name}.json")
 
 
-def _stores_itself(cls: type) -> bool:
-    """Whether members of ``cls`` write and read their own folder (``save(dir)`` and the classmethod ``load(dir)``)."""
-    return callable(getattr(cls, "save", None)) and isinstance(inspect.getattr_static(cls, "load", None), classmethod)
-
-
-def save_member(member: Any, path: Path) -> str:
+def save_member(member: Forecaster, path: Path) -> str:
     """Store a fitted member at ``path`` (see :func:`member_path`); returns its kind for the manifest.
 
-    Members with ``save(dir)`` / ``load(dir)`` (the core: JSON + safetensors)
+    Members with ``stores_itself`` (the core: ``save(dir)`` / ``load(dir)``, JSON + safetensors)
     write their own folder (kind ``"dir"``); every other member is written as
     state (kind ``"state"``, :func:`hybrid.state.save_state`: ``<path>.json``
     and ``<path>.npz``).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    if _stores_itself(type(member)):
+    if member.stores_itself:
         path.mkdir()
         member.save(path)
         return "dir"
@@ -416,28 +411,28 @@ def save_member(member: Any, path: Path) -> str:
     return "state"
 
 
-def load_member(path: Path, kind: str, cls_path: str) -> Any:
+def load_member(path: Path, kind: str, cls_path: str) -> Forecaster:
     """The member :func:`save_member` stored at ``path``; never unpickles.
 
     Args:
         path: :func:`member_path` of the member.
         kind: ``"state"`` or ``"dir"``, from the manifest.
         cls_path: ``module.qualname`` of its class, from the manifest (only
-            this project's classes are accepted).
+            this project's members, subclasses of ``kernel.contract.Member``, are accepted).
 
     Raises:
         HybridInputError: another kind (``"joblib"``: an older run), a class
             outside the project, or a damaged file.
     """
     module, _, qualname = cls_path.rpartition(".")
-    cls = resolve_class(f"{module}:{qualname}", path.parent.parent / MANIFEST)
+    cls = resolve_class(f"{module}:{qualname}", path.parent.parent / MANIFEST, base=Member)
     if kind == "state":
         member = load_state(_state_file(path))
         if type(member) is not cls:
             raise HybridInputError(f"{_state_file(path)} holds a {class_path(type(member))}, but the manifest says "
                                    f"{cls_path}; the run is damaged, fit it again.")
         return member
-    if kind == "dir" and _stores_itself(cls):
+    if kind == "dir" and cls.stores_itself:
         try:
             return cls.load(path)
         except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:

@@ -83,15 +83,16 @@ class RunData:
 
 def predict_many(member: Forecaster, context: np.ndarray, horizon: int, references: np.ndarray | None = None
                  ) -> np.ndarray:
-    """``member``'s forecasts [N, C, horizon] of ``context`` [N, C, L], in chunks of windows."""
+    """``member``'s forecasts [N, C, horizon] of ``context`` [N, C, L], in chunks of windows.
+
+    ``references`` [N, C, R, H]: the reference forecasts of the same windows, for a member that reads them
+    (every member accepts them; the others ignore them).
+    """
     out = []
     for i in range(0, context.shape[0], PREDICT_CHUNK):
         part = np.ascontiguousarray(context[i : i + PREDICT_CHUNK])
-        if uses_references(member):
-            refs = None if references is None else references[i : i + PREDICT_CHUNK]
-            out.append(member.predict(part, refs)[:, :, :horizon])  # type: ignore[call-arg]
-        else:
-            out.append(member.predict(part)[:, :, :horizon])
+        refs = None if references is None else references[i : i + PREDICT_CHUNK]
+        out.append(member.predict(part, refs)[:, :, :horizon])
     return np.concatenate(out, axis=0) if out else np.zeros((0, context.shape[1], horizon), np.float32)
 
 
@@ -115,10 +116,15 @@ class MemberFits:
     production: Forecaster
     seconds: dict[str, float] = field(default_factory=dict)
     reference_names: tuple[str, ...] = ()
+    description_: dict[str, Any] | None = field(default=None, repr=False)  # kept by release()
 
     @property
     def reads_references(self) -> bool:
         return bool(self.reference_names)
+
+    def stage(self, name: str) -> Forecaster:
+        """The fit of stage ``name``: ``selection``, ``refit`` or ``production``."""
+        return {"selection": self.selection, "refit": self.refit, "production": self.production}[name]
 
     def oof(self, values: np.ndarray, starts: np.ndarray, context: np.ndarray, horizon: int,
             references: np.ndarray | None = None) -> np.ndarray:
@@ -143,16 +149,11 @@ class MemberFits:
 
     def describe(self) -> dict[str, Any]:
         """What the manifest keeps of the fits: choices and status per stage."""
-        if getattr(self, "description_", None) is not None:
+        if self.description_ is not None:
             return self.description_
         out: dict[str, Any] = {"seconds": self.seconds, "folds": len(self.folds)}
         for stage in ("selection", "refit", "production"):
-            member = getattr(self, stage)
-            info = {}
-            for attr in ("alpha_", "period_", "channel_status_", "best_epoch_", "start_mix_", "n_trainable_",
-                         "n_frozen_", "ladder_", "ladder_winner_", "steps_"):
-                if hasattr(member, attr):
-                    info[attr.rstrip("_")] = getattr(member, attr)
+            info = self.stage(stage).describe()  # the member's own fitted choices (kernel.contract.Member)
             if info:
                 out[stage] = info
         if self.reference_names:
@@ -181,7 +182,7 @@ def stage_references(fits: dict[str, MemberFits], names: tuple[str, ...], stage:
     """The reference members' ``stage`` fits' forecasts of ``context`` [N, C, L] -> [N, C, R, H] (None: no names)."""
     if not names:
         return None
-    return np.stack([predict_many(getattr(fits[n], stage), context, horizon) for n in names], axis=2)
+    return np.stack([predict_many(fits[n].stage(stage), context, horizon) for n in names], axis=2)
 
 
 def fit_member_stages(
@@ -216,7 +217,7 @@ def fit_member_stages(
     seconds: dict[str, float] = {}
 
     refit_on_trainval = cfg.task.refit == "train+val"
-    if hasattr(member, "fit_many"):  # one pass over the data for every stage (the linear family)
+    if member.supports_fit_many:  # one pass over the data for every stage (the linear family)
         t0 = time.perf_counter()
         say("every stage in one pass")
         trains = [[data.segment("train")], *(plan.train_segments(k, data.scaled, L + H) for k in range(plan.n_folds)),
@@ -254,7 +255,7 @@ def fit_member_stages(
         say("production fit on all rows")
         production = selection.frozen().fit([data.segment("all")], None, spec)
     seconds["production"] = round(time.perf_counter() - t0, 3)
-    ref_names = tuple(getattr(selection, "reference_names_", ())) if reads else ()
+    ref_names = selection.reference_names() if reads else ()
     return MemberFits(name, plan, selection, folds, refit, production, seconds, ref_names)
 
 

@@ -22,6 +22,7 @@ from hybrid.artifacts import plain
 from hybrid.config import Config
 from hybrid.intervals import Bands, check_levels, fit_bands, member_spread
 from hybrid.stacking import Gate, OOFWindows, stack_set
+from kernel.contract import Forecaster
 from router.fitting import fit_router
 from router.models import ROUTER_MODES
 from router.router import Router
@@ -140,7 +141,7 @@ class Deployment:
         out[COMBINED] = out[self.used] if self.used in out else self.combination(self.used, X, forecasts, n)
         return out
 
-    def explain(self, manifest: dict[str, Any], X: np.ndarray | None, columns: list[str], members: dict[str, Any],
+    def explain(self, manifest: dict[str, Any], X: np.ndarray | None, columns: list[str], members: dict[str, Forecaster],
                 context: np.ndarray, forecasts: dict[str, np.ndarray], forecasts_out: dict[str, np.ndarray]
                 ) -> dict[str, Any]:
         """The vote report's view of one window (context [1, C, L]): features, drivers, rules, texts."""
@@ -175,22 +176,21 @@ class Deployment:
         return out
 
 
-def member_texts(members: dict[str, Any], context: np.ndarray, forecasts: dict[str, np.ndarray],
+def member_texts(members: dict[str, Forecaster], context: np.ndarray, forecasts: dict[str, np.ndarray],
                  references: dict[str, tuple[str, ...]]) -> dict[str, dict[str, Any]]:
     """Whatever members say about themselves: ``prompt_text`` and ``explain`` of the window."""
     out: dict[str, dict[str, Any]] = {}
     for name, member in members.items():
         refs = references.get(name, ())
         args = (np.stack([forecasts[r] for r in refs], axis=2),) if refs else ()
-        for attr in ("prompt_text", "explain"):
-            if not hasattr(member, attr):
-                continue
+        for attr, say in (("prompt_text", member.prompt_text), ("explain", member.explain)):
             try:
-                value = getattr(member, attr)(context, *args)
+                value = say(context, *args)
             except Exception as exc:  # a report must not stop a forecast
                 logger.warning("member %s: %s() failed: %s: %s", name, attr, type(exc).__name__, exc)
                 value = f"unavailable ({type(exc).__name__}: {exc})"
-            out.setdefault(name, {})[attr] = plain(value)
+            if value is not None:  # None: the member has nothing to say (the contract's default)
+                out.setdefault(name, {})[attr] = plain(value)
     return out
 
 

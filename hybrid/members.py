@@ -99,9 +99,9 @@ def make_member(name: str, cfg: Config) -> Forecaster:
     return member
 
 
-def uses_references(member: object) -> bool:
-    """Whether a member reads other members' forecasts (the core)."""
-    return bool(getattr(member, "uses_references", False))
+def uses_references(member: Forecaster) -> bool:
+    """Whether a member reads other members' forecasts (the core): its contract flag."""
+    return member.uses_references
 
 
 def expand_period_experts(members: tuple[str, ...], experts: tuple[str, ...], periods: tuple[int, ...],

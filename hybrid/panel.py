@@ -45,7 +45,6 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from baselines.per_channel import PerChannelMember
 from hybrid import artifacts
 from hybrid.artifacts import choose_horizon
 from hybrid.config import Config
@@ -261,7 +260,7 @@ def load_panel(source: str, cfg: Config, max_horizon: int, frame: pd.DataFrame |
 
 def is_local(name: str, cfg: Config) -> bool:
     """Whether a member is fitted series by series (a per-channel model) rather than across series."""
-    return isinstance(make_member(name, cfg), PerChannelMember)
+    return make_member(name, cfg).per_series
 
 
 @dataclass
@@ -308,7 +307,7 @@ def local_task(job: SeriesJob, name: str, cfg: Config, spec: TaskSpec, steps: in
     test, test_bt = _with_backtest(refit, test_ctx, H, steps)
     prod, prod_bt = _with_backtest(production, np.ascontiguousarray(y[-L:].T[None]), H, steps)
     def fell_back(member: Forecaster) -> bool:
-        return getattr(member, "channel_status_", [{}])[0].get("status", "ok") != "ok"
+        return member.describe().get("channel_status", [{}])[0].get("status", "ok") != "ok"
 
     return {"oof": oof, "oof_bt": oof_bt, "test": test, "test_bt": test_bt,
             "test_train": predict_many(selection, test_ctx, H) if refit is not selection else test,
@@ -461,11 +460,9 @@ def _fit_global(name: str, cfg: Config, panel: Panel, spec: TaskSpec, steps: int
     val = panel.segments("val")
     trains = [panel.segments("train"), *(panel.fold_segments(k, L + H) for k in range(n_folds)),
               panel.segments("trainval"), panel.segments("all")]
-    if hasattr(member, "fit_many"):
-        selection, *rest = member.fit_many(trains, val, spec)
-    else:  # the naive members ignore val; the core (alone, across series) early-stops on every series' val part
-        selection = member.fit(trains[0], val, spec)
-        rest = [selection.frozen().fit(t, None, spec) for t in trains[1:]]
+    # One pass over the data for the linear family; the others fit trains[0] and frozen copies on the rest (the
+    # naive members ignore val; the core, alone across series, early-stops on every series' val part).
+    selection, *rest = member.fit_many(trains, val, spec)
     fold_fits, refit, production = rest[:n_folds], rest[n_folds], rest[n_folds + 1]
     refit = refit if cfg.task.refit == "train+val" else selection
     f = np.empty((len(ctx), 1, H), np.float32)

@@ -208,7 +208,7 @@ class HorizonFitter:
 
     def _fit(self, name: str, plan: FoldPlan, spec: TaskSpec, references: Any = None) -> MemberFits | None:
         member = make_member(name, self.cfg)
-        agnostic = getattr(member, "horizon_agnostic", False)
+        agnostic = member.horizon_agnostic
         if agnostic and name in self.cache:
             return self.cache[name]
         try:
@@ -318,11 +318,11 @@ class HorizonFitter:
         out: dict[str, np.ndarray] = {}
         for name, fits in self.fits.items():
             if not fits.reads_references and not uses_references(fits.selection):
-                out[name] = predict_many(getattr(fits, stage), context, H)
+                out[name] = predict_many(fits.stage(stage), context, H)
         for name, fits in self.fits.items():
             if with_core and (fits.reads_references or uses_references(fits.selection)):
                 refs = (np.stack([out[r] for r in fits.reference_names], axis=2) if fits.reference_names else None)
-                out[name] = predict_many(getattr(fits, stage), context, H, refs)
+                out[name] = predict_many(fits.stage(stage), context, H, refs)
         return out
 
     def score_test(self, deployment: Deployment, channels: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -55,12 +55,13 @@ def class_path(cls: type) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
-def resolve_class(path: str, source: str | Path) -> type:
+def resolve_class(path: str, source: str | Path, base: type | None = None) -> type:
     """The project class named ``module:qualname``, or a refusal; the only import a state file can cause.
 
     Args:
         path: ``module:qualname`` from a state file or a manifest.
         source: the file it came from (named in the error).
+        base: when given, the class must be a subclass of it (a stored member: ``kernel.contract.Member``).
 
     Returns:
         The class, defined in that module of one of :data:`ALLOWED_PACKAGES`.
@@ -68,7 +69,8 @@ def resolve_class(path: str, source: str | Path) -> type:
     Raises:
         HybridInputError: a malformed path, a module outside the project's
             packages, a missing name, a dunder name, or something that is not
-            a class defined there (a function, a class imported from elsewhere).
+            a class defined there (a function, a class imported from elsewhere),
+            or not a subclass of ``base``.
     """
     match = _CLASS_PATH.match(path) if isinstance(path, str) else None
     refuse = HybridInputError(
@@ -89,6 +91,9 @@ def resolve_class(path: str, source: str | Path) -> type:
         obj = getattr(obj, part, None)
     if not isinstance(obj, type) or obj.__module__ != module_name or obj.__qualname__ != qualname:
         raise refuse
+    if base is not None and not issubclass(obj, base):
+        raise HybridInputError(f"{source} names class {path!r}, which is not a {base.__qualname__} of this project; "
+                               "the file is damaged or was not written by `hybrid fit`: fit the run again.")
     return obj
 
 

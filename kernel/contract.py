@@ -8,26 +8,44 @@ forecasts any batch of windows by running the fitted model over each window:
                consecutive rows; a cross-fitting fold leaves a hole, and no
                training window may span it)
         val:   [T', C] (or a Segment) that may choose hyper-parameters, or None
-    member.predict(context [N, C, L]) -> forecast [N, C, H]
+    member.predict(context [N, C, L], references=None) -> forecast [N, C, H]
     member.frozen() -> an unfitted copy whose hyper-parameters are fixed to
                what this fit chose (for refits on folds, on train + val and
                on all the data, which have no validation part)
 
-Members are small classes: ``__init__`` stores hyper-parameters only, fitted
-state ends in ``_``, ``fit`` returns ``self``, ``predict`` returns a plain
-float32 array. Capabilities are class constants:
+Every member subclasses :class:`Member`, which declares everything the
+application relies on, with its default; the application asks a member
+nothing else (no ``hasattr``, ``getattr`` or ``isinstance``). Members are
+small classes: ``__init__`` stores hyper-parameters only, fitted state ends in
+``_``, ``fit`` returns ``self``, ``predict`` returns a plain float32 array.
+Capabilities are class constants:
 
 - ``horizon_agnostic``: one fit serves every horizon (the pipeline fits once
   at the longest horizon and truncates).
 - ``uses_references``: the member reads other members' forecasts
-  (``spec.references`` while fitting, ``predict(context, references)``).
+  (``spec.references`` while fitting, ``predict(context, references)``);
+  ``reference_names()`` says which ones a fit reads, in order. Every other
+  member accepts ``references`` and ignores it.
+- ``per_series``: a local model, fitted one channel (one series) at a time
+  (ARIMA, ETS); otherwise one global model shared by every channel and series.
+- ``supports_fit_many``: ``fit_many`` fits every training set in one pass
+  over the data (the linear family); the default ``fit_many`` is the plain
+  loop (fit the first set, then frozen copies on the others), equal in result.
+- ``stores_itself``: the member writes and reads its own folder
+  (``save(dir)`` and the classmethod ``load(dir)``: the core's safetensors);
+  every other member is stored as data (hybrid/state.py).
+
+What a member reports about itself: ``describe()`` (its fitted choices for the
+manifest: ``alpha``, ``period``, ``channel_status``, the core's epochs, start
+mix, parameter counts and ladder; ``{}`` when it has none) and, for the vote
+report, ``prompt_text`` / ``explain`` of one window (None: nothing to say).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, Self, runtime_checkable
+from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
 import numpy as np
 
@@ -102,21 +120,96 @@ class TaskSpec:
 
 @runtime_checkable
 class Forecaster(Protocol):
-    """The batched window-forecasting contract (see the module docstring)."""
+    """The batched window-forecasting contract (see the module docstring); :class:`Member` implements its defaults."""
 
     name: str
+    horizon_agnostic: bool
+    uses_references: bool
+    per_series: bool
+    supports_fit_many: bool
+    stores_itself: bool
 
     def fit(self, train: np.ndarray | Sequence[Segment], val: np.ndarray | Segment | None, spec: TaskSpec) -> Self:
         """Learn parameters from scaled ``train``; ``val`` may choose hyper-parameters, never trains."""
         ...
 
-    def predict(self, context: np.ndarray) -> np.ndarray:
-        """Forecast ``context`` [N, C, L] -> [N, C, H] (scaled units)."""
+    def predict(self, context: np.ndarray, references: np.ndarray | None = None) -> np.ndarray:
+        """Forecast ``context`` [N, C, L] -> [N, C, H] (scaled units); ``references`` [N, C, R, H] or None."""
         ...
 
     def frozen(self) -> Self:
         """An unfitted copy with the hyper-parameters this fit chose fixed."""
         ...
+
+    def fit_many(self, trains: Sequence[Sequence[Segment]], val: np.ndarray | Segment | Sequence[Segment] | None,
+                 spec: TaskSpec) -> list[Self]:
+        """A fit on ``trains[0]`` (``val`` chooses), then frozen copies fitted on every other training set."""
+        ...
+
+    def reference_names(self) -> tuple[str, ...]:
+        """The references this fit reads, in the order ``predict`` takes them (() for most members)."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """What the manifest records of this fit (its fitted choices; {} when none)."""
+        ...
+
+    def prompt_text(self, context: np.ndarray, references: np.ndarray | None = None) -> list[str] | None:
+        """The text the member reads for each channel of ``context`` [1, C, L] (None: it reads none)."""
+        ...
+
+    def explain(self, context: np.ndarray, references: np.ndarray | None = None) -> list[str] | None:
+        """Per channel of ``context`` [1, C, L], what drove the forecast (None: nothing to say)."""
+        ...
+
+
+class Member:
+    """Base class of every member: the capability flags and the contract's optional parts, with their defaults.
+
+    Subclasses implement ``fit``, ``predict`` and ``frozen`` and override a
+    flag or a method only where they differ (see the module docstring).
+    """
+
+    name: str = "member"
+    horizon_agnostic: ClassVar[bool] = False
+    uses_references: ClassVar[bool] = False
+    per_series: ClassVar[bool] = False
+    supports_fit_many: ClassVar[bool] = False
+    stores_itself: ClassVar[bool] = False
+
+    def fit(self, train: np.ndarray | Sequence[Segment], val: np.ndarray | Segment | None, spec: TaskSpec) -> Self:
+        """Learn parameters from scaled ``train``; ``val`` may choose hyper-parameters, never trains."""
+        raise NotImplementedError(f"{type(self).__qualname__} must implement fit.")
+
+    def predict(self, context: np.ndarray, references: np.ndarray | None = None) -> np.ndarray:
+        """Forecast ``context`` [N, C, L] -> [N, C, H] (scaled units); members without references ignore them."""
+        raise NotImplementedError(f"{type(self).__qualname__} must implement predict.")
+
+    def frozen(self) -> Self:
+        """An unfitted copy with the hyper-parameters this fit chose fixed."""
+        raise NotImplementedError(f"{type(self).__qualname__} must implement frozen.")
+
+    def fit_many(self, trains: Sequence[Sequence[Segment]], val: np.ndarray | Segment | Sequence[Segment] | None,
+                 spec: TaskSpec) -> list[Self]:
+        """``[self.fit(trains[0], val, spec)]`` and frozen copies of it fitted on ``trains[1:]`` (without ``val``)."""
+        first = self.fit(trains[0], val, spec)
+        return [first, *(first.frozen().fit(t, None, spec) for t in trains[1:])]
+
+    def reference_names(self) -> tuple[str, ...]:
+        """The references this fit reads, in order (none: only members with ``uses_references`` read any)."""
+        return ()
+
+    def describe(self) -> dict[str, Any]:
+        """What the manifest records of this fit: none by default."""
+        return {}
+
+    def prompt_text(self, context: np.ndarray, references: np.ndarray | None = None) -> list[str] | None:
+        """The text the member reads for each channel of ``context`` (None: it reads no text)."""
+        return None
+
+    def explain(self, context: np.ndarray, references: np.ndarray | None = None) -> list[str] | None:
+        """What drove the forecast of each channel of ``context`` (None: nothing to say)."""
+        return None
 
 
 def as_segments(train: np.ndarray | Segment | Sequence[Segment]) -> list[Segment]:

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from kernel.contract import Segment, TaskSpec, as_segments, check_context, not_fitted
+from kernel.contract import Member, Segment, TaskSpec, as_segments, check_context, not_fitted
 from kernel.distributed import local_rank, local_world_size, world_size
 from kernel.errors import HybridInputError
 from kernel.protocol import WindowSet
@@ -150,7 +150,7 @@ class _Candidate:
     steps: int = 0
 
 
-class TimeLLM:
+class TimeLLM(Member):
     """Time-LLM core as a forecaster (see docs/architecture.md, "The Time-LLM core").
 
     Args:
@@ -176,6 +176,7 @@ class TimeLLM:
     name = "timellm"
     horizon_agnostic = False
     uses_references = True
+    stores_itself = True  # save(dir) / load(dir): JSON settings and safetensors weights
 
     def __init__(self, config: CoreConfig | None = None, period: int | None = None) -> None:
         self.config = config or CoreConfig()
@@ -838,15 +839,12 @@ class TimeLLM:
         self.net_.eval()
         return self
 
+    _DESCRIBED = ("best_epoch_", "start_mix_", "n_trainable_", "n_frozen_", "ladder_", "ladder_winner_", "steps_")
+
+    def reference_names(self) -> tuple[str, ...]:
+        """The references this fit reads, in the order ``predict`` takes them (() before fit)."""
+        return tuple(getattr(self, "reference_names_", ()))
+
     def describe(self) -> dict[str, Any]:
-        """Fit details for the manifest."""
-        return {
-            "best_epoch": getattr(self, "best_epoch_", None),
-            "start_mix": getattr(self, "start_mix_", None),
-            "references": list(getattr(self, "reference_names_", ())),
-            "n_trainable": getattr(self, "n_trainable_", None),
-            "n_frozen": getattr(self, "n_frozen_", None),
-            "fixed_epochs": self.fixed_epochs,
-            "budget": self.config.budget,
-            "ladder_winner": getattr(self, "ladder_winner_", None),
-        }
+        """What the manifest records of this fit: those of ``_DESCRIBED`` it has, without the trailing ``_``."""
+        return {k.rstrip("_"): getattr(self, k) for k in self._DESCRIBED if hasattr(self, k)}

@@ -9,8 +9,10 @@ references=...)`` afterwards, as the pipeline hands them over.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import functools
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +22,10 @@ from baselines.linear import RidgeLinear
 from baselines.naive import Drift
 from hybrid.artifacts import load_member, save_member
 from hybrid.config import Config
+from hybrid.crossfit import MemberFits
 from hybrid.members import REGISTRY, make_member, uses_references
-from kernel.contract import Segment, TaskSpec
+from hybrid.panel import is_local
+from kernel.contract import Member, Segment, TaskSpec
 from kernel.protocol import windows
 from kernel.references import PredictedReferences
 
@@ -193,3 +197,123 @@ def test_predict_before_fit_asks_for_fit(case: str, fitted: Fits) -> None:
         member.predict(CONTEXT)
     with pytest.raises(RuntimeError, match="call fit"):
         member.frozen()
+
+
+# ----------------------------------------------------------------------------- what the application relies on
+
+FLAGS = ("horizon_agnostic", "uses_references", "per_series", "supports_fit_many", "stores_itself")
+# Every registered member's capabilities, written out: a flag that moves (or a member that loses its base class
+# and with it a default) changes what the pipeline does with the member, so it must change here on purpose.
+EXPECTED_FLAGS = {
+    "seasonal_naive": (True, False, False, False, False),
+    "linear": (False, False, False, True, False),
+    "timellm": (False, True, False, False, True),
+    "nlinear": (False, False, False, True, False),
+    "dlinear": (False, False, False, True, False),
+    "drift": (True, False, False, False, False),
+    "mean": (True, False, False, False, False),
+    "arima": (True, False, True, False, False),
+    "ets": (True, False, True, False, False),
+}
+# What describe() holds after a fit (the manifest's per-stage fit details), per case.
+DESCRIBED = {"linear": ["alpha"], "nlinear": ["alpha"], "dlinear": ["alpha"], "seasonal_naive": ["period"],
+             "seasonal_naive@12": ["period"], "drift": [], "mean": [], "arima": ["channel_status"],
+             "ets": ["channel_status"], "ets@12": ["channel_status"]}
+CORE_DESCRIBED = {"best_epoch", "start_mix", "n_trainable", "n_frozen", "steps"}
+# The fitted attributes the manifest recorded before the contract had describe() (crossfit read them by name):
+# describe() must give the same keys, in the same order, with the same values.
+MANIFEST_ATTRS = ("alpha_", "period_", "channel_status_", "best_epoch_", "start_mix_", "n_trainable_", "n_frozen_",
+                  "ladder_", "ladder_winner_", "steps_")
+
+
+def test_every_registered_member_is_a_member_with_its_flags() -> None:
+    assert sorted(EXPECTED_FLAGS) == sorted(REGISTRY), "a member was added or removed: write its flags down here"
+    for name, want in EXPECTED_FLAGS.items():
+        if name == "timellm":
+            pytest.importorskip("torch")
+        member = make_member(name, Config())
+        assert isinstance(member, Member), f"{name} does not subclass kernel.contract.Member"
+        cls = type(member)
+        got = tuple(getattr(cls, flag) for flag in FLAGS)  # class constants, not per-instance state
+        assert got == want, f"{name}: flags {dict(zip(FLAGS, got, strict=True))}"
+        assert all(type(v) is bool for v in got), f"{name}: flags must be booleans"
+        assert uses_references(member) is want[1] and is_local(name, Config()) is want[2]
+        params = inspect.signature(cls.predict).parameters
+        assert "references" in params and params["references"].default is None, f"{name}.predict(context, references=None)"
+
+
+@pytest.mark.parametrize("case", NAMES)
+def test_describe_is_a_dict_of_the_fits_choices(case: str, fitted: Fits) -> None:
+    assert _build(case, fitted.bert).describe() == {}, "an unfitted member has nothing to describe"
+    member = fitted(case)
+    described = member.describe()
+    assert type(described) is dict
+    if case in CORE:
+        assert CORE_DESCRIBED <= set(described) and described["best_epoch"] == member.best_epoch_
+    else:
+        assert list(described) == DESCRIBED[case]
+    old = {a.rstrip("_"): getattr(member, a) for a in MANIFEST_ATTRS if hasattr(member, a)}
+    assert list(described.items()) == list(old.items()), "describe() must record what the manifest recorded"
+
+
+@pytest.mark.parametrize("case", NAMES)
+def test_predict_takes_references_and_only_the_core_reads_them(case: str, fitted: Fits) -> None:
+    member = fitted(case)
+    if case in CORE:
+        assert member.reference_names() == REFS
+        with pytest.raises(ValueError, match="pass `references`"):
+            member.predict(CONTEXT, references=None)
+        assert member.prompt_text(CONTEXT[:1], _stacked_references(CONTEXT[:1])) is not None
+        return
+    plain = member.predict(CONTEXT)
+    assert np.array_equal(member.predict(CONTEXT, references=None), plain)
+    noise = np.random.default_rng(1).standard_normal((len(CONTEXT), C, 2, H)).astype(np.float32)
+    assert np.array_equal(member.predict(CONTEXT, noise), plain), "a member without references ignores them"
+    assert member.reference_names() == ()
+    assert member.prompt_text(CONTEXT[:1]) is None and member.explain(CONTEXT[:1]) is None
+
+
+def _stacked_references(context: np.ndarray) -> np.ndarray:
+    return np.stack([_reference_members()[n].predict(context) for n in REFS], axis=2)
+
+
+def _untimed(described: dict) -> dict:
+    """``describe()`` without the per-channel fit times (they differ between two equal fits)."""
+    status = [{k: v for k, v in ch.items() if k != "fit_seconds"} for ch in described.get("channel_status", [])]
+    return {**described, "channel_status": status} if status else described
+
+
+@pytest.mark.parametrize("case", [n for n in NAMES if n not in CORE])
+def test_fit_many_equals_a_fit_and_frozen_refits(case: str, fitted: Fits) -> None:
+    """The one-pass ``fit_many`` (the linear family) and the default loop give what the stage-by-stage fits give."""
+    spec = _spec(_build(case))
+    trains = [TRAIN, [Segment(X[:120], 0), Segment(X[170:VAL_END], 170)], [Segment(X[:VAL_END], 0)]]
+    many = _build(case).fit_many(trains, VAL, spec)
+    first = _build(case).fit(trains[0], VAL, spec)
+    loop = [first, *(first.frozen().fit(t, None, spec) for t in trains[1:])]
+    assert len(many) == len(trains) and _untimed(many[0].describe()) == _untimed(first.describe())
+    for a, b in zip(many, loop, strict=True):
+        np.testing.assert_allclose(a.predict(CONTEXT), b.predict(CONTEXT), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(many[0].predict(CONTEXT), many[2].predict(CONTEXT)) or case in ("drift", "mean") \
+        or case.startswith("seasonal_naive"), "the sets differ: so must fits that learn from them"
+
+
+def test_the_manifest_reads_every_stage_through_describe(fitted: Fits) -> None:
+    """MemberFits.describe: the stages' describe(), and nothing for a stage with nothing to say."""
+    linear, drift = fitted("linear"), fitted("drift")
+    fits = MemberFits("linear", None, linear, [linear], linear.frozen().fit(TRAIN, None, SPEC), drift,
+                      {"selection": 0.5})  # fmt: skip
+    out = fits.describe()
+    assert out == {"seconds": {"selection": 0.5}, "folds": 1, "selection": {"alpha": linear.alpha_},
+                   "refit": {"alpha": linear.alpha_}}
+    assert fits.stage("production") is drift and fits.stage("selection") is linear
+
+
+def test_the_application_asks_members_nothing_outside_the_contract() -> None:
+    """The modules that handle members call no hasattr / getattr / isinstance at all."""
+    root = Path(__file__).resolve().parents[1] / "hybrid"
+    for module in ("crossfit.py", "members.py", "deployment.py"):
+        tree = ast.parse((root / module).read_text(encoding="utf-8"))
+        calls = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Call)
+                 and isinstance(node.func, ast.Name) and node.func.id in ("hasattr", "getattr", "isinstance")]
+        assert not calls, f"hybrid/{module} lines {calls}"

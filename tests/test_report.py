@@ -22,6 +22,7 @@ from hybrid.report import (
     readable_prompt,
     same_forecast_groups,
 )
+from kernel.contract import Member
 from router.features import feature_names
 from tests.conftest import make_frame
 
@@ -181,21 +182,22 @@ def test_report_without_a_forecast_is_a_clear_error(capsys, long_csv):
 
 
 def test_member_texts_are_optional_and_never_fatal():
-    class Talks:
-        def prompt_text(self, context):
+    class Talks(Member):
+        def prompt_text(self, context, references=None):
             return f"window of {context.shape[-1]} steps"
 
-        def explain(self, context):
+        def explain(self, context, references=None):
             return {"words": ["rise", "peak"], "scores": np.array([0.6, 0.4])}
 
-    class Fails:
-        def explain(self, context):
+    class Fails(Member):
+        def explain(self, context, references=None):
             raise RuntimeError("no attention stored")
 
-    texts = member_texts({"a": Talks(), "b": Fails(), "c": object()}, np.zeros((1, 2, 48)), {}, {})
+    # "c" keeps the contract's defaults (None: nothing to say), and so does "b" for its prompt text
+    texts = member_texts({"a": Talks(), "b": Fails(), "c": Member()}, np.zeros((1, 2, 48)), {}, {})
     assert texts["a"]["prompt_text"] == "window of 48 steps"
     assert texts["a"]["explain"] == {"words": ["rise", "peak"], "scores": [0.6, 0.4]}
-    assert "unavailable" in texts["b"]["explain"] and "c" not in texts
+    assert list(texts["b"]) == ["explain"] and "unavailable" in texts["b"]["explain"] and "c" not in texts
 
 
 def test_member_period():

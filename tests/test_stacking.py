@@ -14,13 +14,13 @@ from hybrid.cli import main
 from hybrid.config import load_config
 from hybrid.crossfit import fit_member_stages, oof_references, window_contexts
 from hybrid.pipeline import prepare_data, task_spec
-from kernel.contract import Segment, TaskSpec, as_segments, check_context
+from kernel.contract import Member, Segment, TaskSpec, as_segments, check_context
 from kernel.protocol import make_fold_plan, windows
 
 L, H = 48, 12
 
 
-class Memoriser:
+class Memoriser(Member):
     """Returns the true target of every window it was fitted on (looked up by its context), the last value elsewhere.
 
     In sample it is perfect; out of sample it is plain naive. If any fold leaked
@@ -46,7 +46,7 @@ class Memoriser:
     def frozen(self):  # noqa: ANN201
         return Memoriser()
 
-    def predict(self, context: np.ndarray) -> np.ndarray:
+    def predict(self, context: np.ndarray, references: np.ndarray | None = None) -> np.ndarray:
         context = check_context(context, self.context_length_)
         out = np.repeat(context[:, :, -1:], self.horizon_, axis=2)
         for i in range(context.shape[0]):
@@ -159,7 +159,7 @@ def test_core_references_come_from_fold_fits_that_left_the_window_out(tmp_path: 
         assert not np.allclose(refs[i, :, 0], fits["linear"].refit.predict(ctx[i : i + 1])[0])
 
 
-class Exploder:
+class Exploder(Member):
     """A broken member: right shape, off by a factor of a thousand on channel b."""
 
     name = "exploder"
@@ -172,7 +172,7 @@ class Exploder:
     def frozen(self):  # noqa: ANN201
         return Exploder()
 
-    def predict(self, context: np.ndarray) -> np.ndarray:
+    def predict(self, context: np.ndarray, references: np.ndarray | None = None) -> np.ndarray:
         out = np.repeat(check_context(context, self.context_length_)[:, :, -1:], self.horizon_, axis=2)
         out[:, 1] *= 1000.0
         return out

@@ -30,11 +30,12 @@ from hybrid.config import Config
 from hybrid.intervals import Bands
 from hybrid.members import make_member, uses_references
 from hybrid.state import STATE_FORMAT, load_state, resolve_class, save_state
-from kernel.contract import Segment, TaskSpec
+from kernel.contract import Member, Segment, TaskSpec
 from kernel.errors import HybridInputError
 from kernel.protocol import windows
 from kernel.references import PredictedReferences
 from router.models import RuleTree, SoftmaxLinear
+from router.router import Router
 from tests.conftest import make_frame
 
 L, H, C, ROWS = 48, 12, 2, 300
@@ -133,6 +134,15 @@ def test_class_paths_outside_the_project_are_refused(path: str) -> None:
     assert resolve_class("baselines.linear:RidgeLinear", "f.json") is RidgeLinear
     with pytest.raises(HybridInputError, match=r"^f\.json names class .* fit the run again\.$"):
         resolve_class(path, "f.json")
+
+
+def test_a_stored_member_must_be_a_member() -> None:
+    """A manifest that names a project class which is not a member (the router) is refused before anything loads."""
+    assert resolve_class("baselines.linear:RidgeLinear", "manifest.json", base=Member) is RidgeLinear
+    assert resolve_class("router.router:Router", "manifest.json") is Router
+    with pytest.raises(HybridInputError, match=r"^manifest\.json names class 'router\.router:Router', which is not a "
+                                               r"Member of this project; .* fit the run again\.$"):
+        resolve_class("router.router:Router", "manifest.json", base=Member)
 
 
 # ----------------------------------------------------------------------------- members and the rule tree
