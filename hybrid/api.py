@@ -39,7 +39,7 @@ class HybridForecaster:
 
     Args:
         config: a full :class:`Config`; when None it is built from
-            ``hybrid/configs/default.yaml`` and the dataset's file at ``fit`` time.
+            ``configs/default.yaml`` and the dataset's file at ``fit`` time.
         config_file: an extra YAML layer.
         sets: ``["section.key=value", ...]`` overrides.
         **task: shortcuts for the ``task`` section (horizons, context_length,

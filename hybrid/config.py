@@ -1,7 +1,7 @@
 """Configuration: frozen dataclasses loaded from YAML, strict about keys.
 
-Layers, later wins: ``hybrid/configs/default.yaml`` < the dataset's own file
-(``hybrid/configs/<dataset>.yaml`` when one matches) < ``--config FILE`` < CLI
+Layers, later wins: ``configs/default.yaml`` < the dataset's own file
+(``configs/<dataset>.yaml`` when one matches) < ``--config FILE`` < CLI
 flags < ``--set section.key=value``. An unknown section or key, or a value of
 the wrong type, is a :class:`HybridInputError` that names it and lists the
 valid ones.
@@ -26,9 +26,21 @@ from kernel.errors import HybridInputError
 from llm_core.config import CoreConfig
 from router.config import RouterConfig
 
-# The shipped YAML files live inside the package (hybrid/configs/), so that a wheel
-# or a non-editable install has them too; they are read through importlib.resources.
-CONFIG_DIR = resources.files("hybrid") / "configs"
+
+def _config_dir() -> Traversable:
+    """Where the shipped YAML files are: ``hybrid/configs`` in an installed wheel, else the checkout's ``configs/``.
+
+    The checkout keeps them at its top level (``configs/``); pyproject.toml maps that folder into the package
+    as ``hybrid.configs``, so that a wheel or a non-editable install carries them inside ``hybrid`` (read through
+    importlib.resources). An editable install runs from the checkout and reads ``configs/`` beside ``hybrid/``.
+    """
+    installed = resources.files("hybrid") / "configs"
+    if installed.joinpath("default.yaml").is_file():
+        return installed
+    return Path(__file__).resolve().parents[1] / "configs"
+
+
+CONFIG_DIR = _config_dir()
 
 
 
@@ -200,7 +212,7 @@ def _merge_into(base: dict[str, dict[str, Any]], layer: dict[str, Any], source: 
 
 
 def read_yaml(path: str | Path | Traversable) -> dict[str, Any]:
-    """A YAML config layer: a file path, or the name of a config shipped in hybrid/configs (e.g. weather-benchmark)."""
+    """A YAML config layer: a file path, or the name of a config shipped in configs/ (e.g. weather-benchmark)."""
     if isinstance(path, str):
         shipped = CONFIG_DIR / f"{path}.yaml"
         path = shipped if not Path(path).exists() and "/" not in path and shipped.is_file() else Path(path)
@@ -238,7 +250,7 @@ DATASET_ALIASES = {"exchange_rate": "exchange"}
 
 
 def dataset_config_file(dataset: str) -> Traversable | None:
-    """``hybrid/configs/<dataset>.yaml`` for a known dataset name (case-insensitive)."""
+    """``configs/<dataset>.yaml`` for a known dataset name (case-insensitive)."""
     key = DATASET_ALIASES.get(dataset.lower(), dataset.lower())
     candidate = CONFIG_DIR / f"{key}.yaml"
     return candidate if key != "default" and candidate.is_file() else None
@@ -262,12 +274,12 @@ def load_config(
 ) -> Config:
     """The full layered config (see module docstring)."""
     layers: list[tuple[str, dict[str, Any]]] = [
-        ("hybrid/configs/default.yaml", read_yaml(CONFIG_DIR / "default.yaml"))
+        ("configs/default.yaml", read_yaml(CONFIG_DIR / "default.yaml"))
     ]
     if dataset:
         ds_file = dataset_config_file(dataset)
         if ds_file is not None:
-            layers.append((f"hybrid/configs/{ds_file.name}", read_yaml(ds_file)))
+            layers.append((f"configs/{ds_file.name}", read_yaml(ds_file)))
     if config_file:
         layers.append((str(config_file), read_yaml(config_file)))
     if overrides:
@@ -284,11 +296,11 @@ def config_from_dict(d: dict[str, dict[str, Any]]) -> Config:
 
 def reference_rows() -> list[tuple[str, str, str]]:
     """(key, default, meaning) for every config key: the default a user gets (the section dataclasses' defaults
-    as ``hybrid/configs/default.yaml`` sets them) and the meaning from the dataclasses' inline comments."""
+    as ``configs/default.yaml`` sets them) and the meaning from the dataclasses' inline comments."""
     import inspect
     import re
 
-    shipped = load_config().to_dict()  # the dataclass defaults as hybrid/configs/default.yaml sets them
+    shipped = load_config().to_dict()  # the dataclass defaults as configs/default.yaml sets them
     rows = []
     for section, cls in _section_types().items():
         comments: dict[str, str] = {}

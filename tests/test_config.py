@@ -43,7 +43,7 @@ def test_layers_and_overrides():
     cfg = load_config("ETTh1", overrides={"task": {"horizons": [96, 192]}}, sets=["core.llm_layers=4"])
     # each layer changes the keys it names and no other: the shipped default.yaml over the dataclass defaults, then
     # etth1.yaml, the overrides and --set over that
-    shipped = {name: yaml.safe_load((CONFIG_DOC.parents[1] / "hybrid" / "configs" / f"{name}.yaml").read_text())
+    shipped = {name: yaml.safe_load((CONFIG_DOC.parents[1] / "configs" / f"{name}.yaml").read_text())
                for name in ("default", "etth1")}
     default, got = _flat(load_config()), _flat(cfg)
     layer, bare = _flat_yaml(shipped["default"]), _flat(Config())
