@@ -37,7 +37,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +48,12 @@ from tqdm.auto import tqdm
 from hybrid import artifacts
 from hybrid.artifacts import choose_horizon
 from hybrid.config import Config
-from hybrid.crossfit import predict_many
+from hybrid.crossfit import MemberFits, predict_many
 from hybrid.deployment import Deployment, deploy
 from hybrid.evaluation import Scoreboard
 from hybrid.members import expand_period_experts, make_member, uses_references
 from hybrid.panel_report import HISTORY_FILE, history_frame
-from hybrid.records import FORMAT, _versions, _weights
+from hybrid.records import FORMAT, HorizonResult, _versions, horizon_entry, member_status
 from hybrid.sizing import choose_panel_context_length
 from hybrid.stacking import OOFWindows, baseline_mse, sanity_gate
 from hybrid.state import STATE_FORMAT
@@ -316,11 +316,32 @@ def local_task(job: SeriesJob, name: str, cfg: Config, spec: TaskSpec, steps: in
 
 
 @dataclass
+class PanelFits:
+    """One member's fits on a panel, for the manifest: ``seconds`` and ``describe()``, as
+    :class:`hybrid.crossfit.MemberFits` has them, and how it was fitted (``fit``).
+
+    Attributes:
+        fit: one global fit, or one task per series (and how many fell back to seasonal naive).
+        folds: fold fits per series.
+        fits: a global member's fits at every stage; None for a local one (its tasks return forecasts only).
+        seconds: fit seconds.
+    """
+
+    fit: str
+    folds: int
+    fits: MemberFits | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        out = self.fits.describe() if self.fits is not None else {"folds": self.folds}
+        return {**out, "seconds": self.seconds, "fit": self.fit}
+
+
+@dataclass
 class PanelHorizon:
     """What one horizon of a panel fit produced."""
 
-    horizon: int
-    entry: dict[str, Any]  # the manifest's results entry
+    result: HorizonResult  # what the manifest's results entry is written from (hybrid.records.horizon_entry)
     forecast: pd.DataFrame  # production forecasts, long format (original units)
     series_scores: pd.DataFrame  # test MSE per series and member
 
@@ -358,8 +379,9 @@ def fit_horizon(cfg: Config, panel: Panel, names: tuple[str, ...], H: int, bar: 
     prod_fc: dict[str, np.ndarray] = {}
     prod_bt: dict[str, np.ndarray] = {}
     seconds: dict[str, float] = {}
-    notes: dict[str, str] = {}
+    fits: dict[str, PanelFits] = {}
     failed: dict[str, str] = {}
+    n_folds = panel.plans[0].n_folds
     for name in names:
         t0 = time.perf_counter()
         if bar is not None:
@@ -378,13 +400,13 @@ def fit_horizon(cfg: Config, panel: Panel, names: tuple[str, ...], H: int, bar: 
                 train_fc[name] = np.concatenate([r["test_train"] for r in res])
                 prod_fc[name] = np.concatenate([r["prod"] for r in res])
                 prod_bt[name] = np.concatenate([r["prod_bt"] for r in res])
-                n_fb, n_folds = sum(r["fallback"] for r in res), sum(r["fold_fallbacks"] for r in res)
-                notes[name] = (f"fitted per series ({panel.n_series} tasks); {n_fb} fell back to seasonal naive, and "
-                               f"{n_folds} of {panel.n_series * panel.plans[0].n_folds} fold fits")
+                n_fb, n_fold_fb = sum(r["fallback"] for r in res), sum(r["fold_fallbacks"] for r in res)
+                fits[name] = PanelFits(f"fitted per series ({panel.n_series} tasks); {n_fb} fell back to seasonal "
+                                       f"naive, and {n_fold_fb} of {panel.n_series * n_folds} fold fits", n_folds)
             else:
-                _fit_global(name, cfg, panel, spec, steps, folds, ctx, bt_ctx, test_ctx, last_ctx, oof, test_fc,
-                            test_bt, train_fc, prod_fc, prod_bt)
-                notes[name] = f"one global fit across {panel.n_series} series per stage"
+                fitted = _fit_global(name, cfg, panel, spec, steps, folds, ctx, bt_ctx, test_ctx, last_ctx, oof,
+                                     test_fc, test_bt, train_fc, prod_fc, prod_bt)
+                fits[name] = PanelFits(f"one global fit across {panel.n_series} series per stage", n_folds, fitted)
         except HybridInputError:
             raise
         except Exception as exc:  # a failing member never stops the run
@@ -393,6 +415,8 @@ def fit_horizon(cfg: Config, panel: Panel, names: tuple[str, ...], H: int, bar: 
             for d in (oof.forecasts, oof.backtests, test_fc, test_bt, train_fc, prod_fc, prod_bt):
                 d.pop(name, None)
         seconds[name] = round(time.perf_counter() - t0, 3)
+        if name in fits:
+            fits[name].seconds = {"all stages": seconds[name]}
         if bar is not None:
             bar.update()
     ok = [n for n in names if n in oof.forecasts]
@@ -420,39 +444,24 @@ def fit_horizon(cfg: Config, panel: Panel, names: tuple[str, ...], H: int, bar: 
     seconds["test"] = round(time.perf_counter() - t0, 3)
     seconds["total"] = round(time.perf_counter() - t_start, 3)
 
-    metrics: dict[str, dict[str, Any]] = {}
-    for n in ok:
-        metrics[n] = {"oof": oof.scores(n, CHANNELS), "test": board.scores(n), "test_train_only": board_train.scores(n)}
-    for n, score in oof_combined.items():
-        if n in board.tallies:
-            metrics[n] = {"oof": score, "test": board.scores(n)}
-    metrics[COMBINED]["router"] = deployment.mode
-    if deployment.fallback:
-        metrics[COMBINED]["fallback"] = deployment.fallback
-    entry = {
-        "metrics": metrics,
-        "members": {n: {"fit": notes[n]} for n in ok},
-        "failed": failed,
-        "oof_windows": len(oof.starts),
-        "test_windows": len(test_ctx),
-        "combiner": {"mode": deployment.mode, "used": deployment.used, "fallback": deployment.fallback,
-                     "fallback_reason": deployment.fallback_reason, "members": deployment.members,
-                     "static": _weights(deployment.static, deployment.members, CHANNELS)},
-        "gate": gate.to_dict(CHANNELS),
-        "seconds": seconds,
-    }
+    result = HorizonResult(
+        horizon=H, members={n: fits[n] for n in ok}, failed=failed, oof={n: oof.scores(n, CHANNELS) for n in ok},
+        oof_windows=len(oof.starts), oof_combined=oof_combined, gate=gate, deployment=deployment,
+        test={n: board.scores(n) for n in board.tallies}, test_train_only={n: board_train.scores(n) for n in ok},
+        seconds=seconds, channels=CHANNELS, test_windows=len(test_ctx),
+    )
     errors = {n: np.concatenate(e) for n, e in sq_err.items()}
     per_series = pd.DataFrame({"unique_id": np.array(panel.ids)[series_of_test], **errors}).groupby(
         "unique_id", sort=False).mean()
     per_series.insert(0, "test_windows", np.bincount(series_of_test, minlength=panel.n_series))
     per_series.insert(0, "horizon", H)
-    return PanelHorizon(H, entry, production_frame(panel, deployment, last_ctx, prod_fc, prod_bt, H),
+    return PanelHorizon(result, production_frame(panel, deployment, last_ctx, prod_fc, prod_bt, H),
                         per_series.reset_index())
 
 
 def _fit_global(name: str, cfg: Config, panel: Panel, spec: TaskSpec, steps: int, folds: np.ndarray,
                 ctx: np.ndarray, bt_ctx: np.ndarray, test_ctx: np.ndarray, last_ctx: np.ndarray, oof: OOFWindows,
-                test_fc: dict, test_bt: dict, train_fc: dict, prod_fc: dict, prod_bt: dict) -> None:
+                test_fc: dict, test_bt: dict, train_fc: dict, prod_fc: dict, prod_bt: dict) -> MemberFits:
     """One member fitted across every series at every stage; its forecasts go into the dicts given."""
     L, H = spec.context_length, spec.horizon
     member = make_member(name, cfg)
@@ -474,6 +483,9 @@ def _fit_global(name: str, cfg: Config, panel: Panel, spec: TaskSpec, steps: int
     test_fc[name], test_bt[name] = _with_backtest(refit, test_ctx, H, steps)
     train_fc[name] = predict_many(selection, test_ctx, H) if refit is not selection else test_fc[name]
     prod_fc[name], prod_bt[name] = _with_backtest(production, last_ctx, H, steps)
+    fitted = MemberFits(name, panel.plans[0], selection, fold_fits, refit, production)
+    fitted.release()  # every forecast is made: keep the production fit and the description
+    return fitted
 
 
 def production_frame(panel: Panel, deployment: Deployment, last_ctx: np.ndarray, fc: dict[str, np.ndarray],
@@ -547,10 +559,8 @@ def fit_panel(cfg: Config, source: str, frame: pd.DataFrame, horizons: tuple[int
         "periods": panel.periods.to_dict(),
         "cross_fit": {"folds": cfg.stack.folds, "scheme": "blocked folds per series; fold k of the panel is fold k "
                       "of every series", "max_windows": cfg.stack.max_windows},
-        "members": {n: {"status": "failed" if any(n in r.entry["failed"] for r in results.values()) else "ok",
-                        "fit_seconds": {str(H): r.entry["seconds"].get(n) for H, r in results.items()}}
-                    for n in names},
-        "results": {str(H): r.entry for H, r in results.items()},
+        "members": member_status({H: r.result for H, r in results.items()}),
+        "results": {str(H): horizon_entry(r.result) for H, r in results.items()},
         "config": cfg.to_dict(),
         "versions": _versions(),
         "seed": cfg.task.seed,

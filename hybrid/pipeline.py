@@ -309,6 +309,7 @@ class HorizonFitter:
             oof_windows=n_oof,
             oof_combined=oof_combined, gate=gate, deployment=deployment, test=test_scores,
             test_train_only=train_only, seconds=seconds, channels=channels,
+            test_windows=data.split.n_windows("test", L, H),
         )
 
     # ------------------------------------------------------------------ test

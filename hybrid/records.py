@@ -39,10 +39,11 @@ class HorizonResult:
         test_train_only: member -> test scores of its train-only fit.
         seconds: wall seconds per member and per step.
         channels: the output channels' names.
+        test_windows: how many test windows the test scores cover.
     """
 
     horizon: int
-    members: dict[str, MemberFits]
+    members: dict[str, MemberFits]  # a many-series run: hybrid.panel.PanelFits (the same seconds and describe())
     failed: dict[str, str]
     oof: dict[str, dict[str, Any]]
     oof_windows: int
@@ -53,6 +54,7 @@ class HorizonResult:
     test_train_only: dict[str, Any]
     seconds: dict[str, float] = field(default_factory=dict)
     channels: list[str] = field(default_factory=list)
+    test_windows: int = 0
 
     def metrics(self) -> dict[str, dict[str, Any]]:
         """name -> {"oof": ..., "test": ..., "test_train_only": ...} for the manifest and ``hybrid evaluate``."""
@@ -110,12 +112,14 @@ def sound_entry(result: HorizonResult) -> dict[str, Any]:
 
 
 def horizon_entry(result: HorizonResult) -> dict[str, Any]:
+    """One horizon's manifest entry, the same for one series and for many (``members``: whatever each describes)."""
     dep = result.deployment
     entry: dict[str, Any] = {
         "metrics": result.metrics(),
         "members": {n: f.describe() for n, f in result.members.items()},
         "failed": result.failed,
         "oof_windows": result.oof_windows,
+        "test_windows": result.test_windows,
         "combiner": {
             "mode": dep.mode, "used": dep.used, "fallback": dep.fallback, "fallback_reason": dep.fallback_reason,
             "members": dep.members, "static": _weights(dep.static, dep.members, result.channels),
@@ -138,10 +142,8 @@ def horizon_entry(result: HorizonResult) -> dict[str, Any]:
     return entry
 
 
-def build_manifest(cfg: Config, run: RunData, horizons: tuple[int, ...], plan: FoldPlan, core_plan: FoldPlan,
-                   results: dict[int, HorizonResult]) -> dict[str, Any]:
-    """The run's manifest (JSON-ready)."""
-    series, split, L = run.series, run.split, cfg.task.context_length
+def member_status(results: dict[int, HorizonResult]) -> dict[str, dict[str, Any]]:
+    """member -> its status (ok / failed, and why) and its fit seconds per horizon, for the manifest."""
     members: dict[str, dict[str, Any]] = {}
     for H, result in results.items():
         for name, fits in result.members.items():
@@ -149,6 +151,13 @@ def build_manifest(cfg: Config, run: RunData, horizons: tuple[int, ...], plan: F
             info["fit_seconds"][str(H)] = fits.seconds
         for name, why in result.failed.items():
             members.setdefault(name, {"fit_seconds": {}}).update(status="failed", reason=why)
+    return members
+
+
+def build_manifest(cfg: Config, run: RunData, horizons: tuple[int, ...], plan: FoldPlan, core_plan: FoldPlan,
+                   results: dict[int, HorizonResult]) -> dict[str, Any]:
+    """The run's manifest (JSON-ready)."""
+    series, split, L = run.series, run.split, cfg.task.context_length
     return {
         "complete": True,
         "format": FORMAT,
@@ -181,7 +190,7 @@ def build_manifest(cfg: Config, run: RunData, horizons: tuple[int, ...], plan: F
             "forecast": f"classical members refitted on all {series.n_rows} rows; the core keeps its "
                         + ("train+val" if cfg.task.refit == "train+val" else "train") + " fit",
         },
-        "members": members,
+        "members": member_status(results),
         "results": {str(H): horizon_entry(r) for H, r in results.items()},
         "config": cfg.to_dict(),
         "versions": _versions(),

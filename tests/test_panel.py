@@ -47,6 +47,43 @@ def test_a_panel_of_rescaled_copies_scores_as_the_series_alone(tmp_path):
     assert series.set_index("unique_id").loc["b", "linear"] == pytest.approx(alone["linear"], rel=1e-4)
 
 
+def _keys(entry: dict, *path: str) -> set[str]:
+    for key in path:
+        entry = entry[key]
+    return set(entry)
+
+
+def test_a_panel_run_records_each_horizon_as_a_wide_run_does(tmp_path):
+    """One manifest writer (hybrid.records.horizon_entry): the router's check, the bands, passed_check, the sound
+    members and the gate of a many-series run have the keys of a one-series run's."""
+    rng = np.random.default_rng(5)
+    t = np.arange(400)
+    y = 10 + 3 * np.sin(2 * np.pi * t / 24) + rng.normal(0, 0.5, 400)
+    wide = tmp_path / "one.csv"
+    pd.DataFrame({"date": pd.date_range("2021-01-01", periods=400, freq="h"), "y": y}).to_csv(wide, index=False)
+    panel = tmp_path / "two.csv"
+    _long({"a": ("2021-01-01", y), "b": ("2021-02-01", 2 + y[::-1])}).to_csv(panel, index=False)
+    args = [*FAST, "--members", "seasonal_naive,linear,ets", "--overwrite"]
+    assert main(["fit", "--data", str(wide), "--run-dir", "one", *args]) == 0
+    assert main(["fit", "--data", str(panel), "--run-dir", "two", *args]) == 0
+    one = json.loads(Path("one/manifest.json").read_text())["results"]["12"]
+    two = json.loads(Path("two/manifest.json").read_text())["results"]["12"]
+    assert set(two) == set(one) and {"router", "bands", "test_windows"} <= set(two)
+    for path in [("combiner",), ("combiner", "sound"), ("router",), ("router", "check"), ("bands",), ("gate",),
+                 ("metrics",)]:
+        assert _keys(two, *path) == _keys(one, *path), path
+    for name in one["metrics"]:
+        assert _keys(two, "metrics", name) == _keys(one, "metrics", name), name
+    for name in ("vote", "select", "rules"):
+        assert two["metrics"][f"router_{name}"]["passed_check"] is two["router"]["check"][name]["passed"]
+    for name in ("seasonal_naive", "linear"):  # a panel member also says how it was fitted
+        assert _keys(one, "members", name) | {"fit"} == _keys(two, "members", name), name
+    # a local member's choices are made series by series, in tasks that return forecasts only
+    assert _keys(two, "members", "ets") == {"seconds", "folds", "fit"}
+    assert one["test_windows"] == int(0.2 * 400) - 12 + 1 and two["test_windows"] == 2 * one["test_windows"]
+    assert two["bands"]["hybrid"]["levels"] == one["bands"]["hybrid"]["levels"] == [80, 95]
+
+
 def test_fit_forecast_evaluate_on_series_of_different_lengths(capsys, tmp_path):
     rng = np.random.default_rng(1)
     lengths = {"north": 300, "south": 420, "east": 360}
