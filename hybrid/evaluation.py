@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from hybrid.config import Config
 from hybrid.intervals import interval_score
 
 
@@ -82,3 +83,17 @@ class Scoreboard:
         if name in self.bands:
             out["intervals"] = self.bands[name].scores()
         return out
+
+
+def scores_train_only(cfg: Config, reads_references: bool) -> bool:
+    """Whether a member's train-only fit is scored on the test part too: only when the members are refitted
+    (``task.refit: train+val``), and by ``stack.train_only``: all, classical (members that read no references;
+    the core's train-only scoring costs minutes) or none."""
+    return cfg.task.refit != "train" and (cfg.stack.train_only == "all" or
+                                          (cfg.stack.train_only == "classical" and not reads_references))
+
+
+def train_only_scores(board_train: Scoreboard, test: dict[str, Any], members: Any) -> dict[str, Any]:
+    """Each of ``members``' train-only test scores; the deployed fit's (``test``) when none was scored."""
+    scores = {n: board_train.scores(n) for n in board_train.tallies} if board_train.tallies else test
+    return {n: s for n, s in scores.items() if n in members}

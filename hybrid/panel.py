@@ -5,8 +5,9 @@ starts or ends) is not pivoted into a wide table that would have to align:
 
 - every series is validated on its own (sorted, duplicates, missing values,
   spacing: the same rules and messages as a wide file, naming the series), and
-  gets its own 70/10/20 split, its own scaler fitted on its own training part
-  and its own blocked fold plan over its own history;
+  gets its own split (``data.split``, as a wide file's: 70/10/20 by default),
+  its own scaler fitted on its own training part and its own blocked fold
+  plan over its own history (and the core's, of ``stack.core_folds`` folds);
 - **global members** (the linear family and the context-only baselines) are
   fitted once across all series: their training windows are the windows of
   every series (none spans two series), each fold's training set the union of
@@ -50,11 +51,11 @@ from hybrid.artifacts import choose_horizon
 from hybrid.config import Config
 from hybrid.crossfit import MemberFits, predict_many
 from hybrid.deployment import Deployment, deploy
-from hybrid.evaluation import Scoreboard
+from hybrid.evaluation import Scoreboard, scores_train_only, train_only_scores
 from hybrid.members import expand_period_experts, make_member, uses_references
 from hybrid.panel_report import HISTORY_FILE, history_frame
 from hybrid.records import FORMAT, HorizonResult, _versions, horizon_entry, member_status
-from hybrid.sizing import choose_panel_context_length
+from hybrid.sizing import choose_panel_context_length, core_folds
 from hybrid.stacking import OOFWindows, baseline_mse, sanity_gate
 from hybrid.state import STATE_FORMAT
 from kernel.contract import Forecaster, Segment, TaskSpec
@@ -69,6 +70,7 @@ from kernel.data import (
     dayfirst_setting,
     future_timestamps,
     read_table,
+    resolve_split_kind,
     source_label,
 )
 from kernel.errors import HybridInputError
@@ -125,8 +127,9 @@ class Panel:
         ids: the series' ``unique_id`` values, in file order.
         values: [N, 1] float32, every series scaled by its own training part, back to back.
         offsets: [S + 1] row where each series starts in ``values`` (and where the last ends).
-        splits: each series' train / validation / test borders (rows of the series).
+        splits: each series' train / validation / test borders (rows of the series), of kind ``split_kind``.
         plans: each series' fold plan over its own history.
+        core_plans: each series' fold plan for the core (``stack.core_folds``; ``plans`` without a core).
         mean, scale: [S] each series' scaler.
         last: each series' last timestamp.
         freq: the panel's spacing.
@@ -146,6 +149,8 @@ class Panel:
     periods: Periods
     name: str
     source: str
+    split_kind: str = "ratio"
+    core_plans: list[FoldPlan] | None = None
 
     @property
     def n_series(self) -> int:
@@ -167,17 +172,23 @@ class Panel:
             out.append(Segment(self.values[o + lo : o + hi], o + lo))
         return out
 
-    def fold_segments(self, fold: int, min_rows: int) -> list[Segment]:
-        """Every series' training data for fold ``fold`` (its history without the fold and the purge gaps)."""
+    def fold_segments(self, fold: int, min_rows: int, plans: list[FoldPlan] | None = None) -> list[Segment]:
+        """Every series' training data for fold ``fold`` of ``plans`` (default: ``self.plans``): its history without
+        the fold and the purge gaps."""
         out = []
-        for i, plan in enumerate(self.plans):
+        for i, plan in enumerate(plans or self.plans):
             o = int(self.offsets[i])
             out += [Segment(s.values, s.start + o) for s in plan.train_segments(fold, self.series(i), min_rows)]
         return out
 
 
-def load_panel(source: str, cfg: Config, max_horizon: int, frame: pd.DataFrame | None = None) -> Panel:
+def load_panel(source: str, cfg: Config, max_horizon: int, frame: pd.DataFrame | None = None,
+               core_folds: int = 0) -> Panel:
     """Read and validate a long file series by series, split, scale and plan folds for each.
+
+    ``data.split`` chooses each series' split as it does a wide series' (``auto``: ett for a dataset named
+    ETTh* / ETTm*, else ratio); ``core_folds`` > 0: each series also gets a fold plan with that many folds
+    for the core.
 
     Raises:
         HybridInputError: for every input problem, naming the series (``unique_id``) and the fix.
@@ -197,7 +208,9 @@ def load_panel(source: str, cfg: Config, max_horizon: int, frame: pd.DataFrame |
     times = _parse_times(frame["ds"], "ds", source, dayfirst_setting(data_cfg))
     long = pd.DataFrame({"unique_id": frame["unique_id"].astype(str).to_numpy(), "y": y.to_numpy()}, index=times)
     purge = None if cfg.stack.purge < 0 else cfg.stack.purge
-    ids, parts, splits, plans, means, scales, lasts, freqs = [], [], [], [], [], [], [], []
+    name = data_cfg.name or dataset_name(source)
+    kind = resolve_split_kind(name, data_cfg.split)
+    ids, parts, splits, plans, core_plans, means, scales, lasts, freqs = [], [], [], [], [], [], [], [], []
     for uid, rows in long.groupby("unique_id", sort=False):
         where = f"{source} [unique_id {uid}]"
         data = rows[["y"]]
@@ -218,7 +231,7 @@ def load_panel(source: str, cfg: Config, max_horizon: int, frame: pd.DataFrame |
             raise HybridInputError(f"unique_id {uid}: {exc}") from None
         values = data["y"].to_numpy(np.float32)[:, None]  # float32 in original units, as a wide series keeps them
         try:
-            split = make_split(len(values), L, max_horizon, kind="ratio", ratios=tuple(data_cfg.split_ratios))
+            split = make_split(len(values), L, max_horizon, kind=kind, freq=freq, ratios=tuple(data_cfg.split_ratios))
         except HybridInputError as exc:
             raise HybridInputError(f"unique_id {uid}: {exc} Or drop the series from the file.") from None
         train = values[: split.train_end]
@@ -228,6 +241,8 @@ def load_panel(source: str, cfg: Config, max_horizon: int, frame: pd.DataFrame |
                                    "nothing to learn from it: drop it from the file.")
         try:
             plan = make_fold_plan(split.val_end, L, max_horizon, cfg.stack.folds, purge)
+            if core_folds:
+                core_plans.append(make_fold_plan(split.val_end, L, max_horizon, core_folds, purge))
         except HybridInputError as exc:
             raise HybridInputError(f"unique_id {uid}: {exc}") from None
         ids.append(str(uid))
@@ -248,11 +263,10 @@ def load_panel(source: str, cfg: Config, max_horizon: int, frame: pd.DataFrame |
     n = min(splits[i].train_end for i in longest)
     tails = [parts[i][splits[i].train_end - n : splits[i].train_end] for i in longest]
     periods = detect_periods(np.concatenate(tails, axis=1), k=cfg.task.n_periods)
-    name = data_cfg.name or dataset_name(source)
-    logger.info("%s: %d series in long format (%d-%d rows, %d in all) at %s; per-series 70/10/20 splits; periods %s",
-                name, len(ids), lengths.min(), lengths.max(), offsets[-1], kinds[0], list(periods.dominant))
+    logger.info("%s: %d series in long format (%d-%d rows, %d in all) at %s; per-series %s splits; periods %s",
+                name, len(ids), lengths.min(), lengths.max(), offsets[-1], kinds[0], kind, list(periods.dominant))
     return Panel(ids, np.concatenate(parts), offsets, splits, plans, np.array(means), np.array(scales),
-                 lasts, kinds[0], periods, name, str(source))
+                 lasts, kinds[0], periods, name, str(source), kind, core_plans or None)
 
 
 # ----------------------------------------------------------------------------- members
@@ -284,7 +298,8 @@ def local_task(job: SeriesJob, name: str, cfg: Config, spec: TaskSpec, steps: in
     """Every stage of one local member on one series; returns float32 forecasts only.
 
     Keys: ``oof`` / ``oof_bt`` (the out-of-fold windows ``job.starts``),
-    ``test`` / ``test_bt`` / ``test_train`` (every test window), ``prod`` /
+    ``test`` / ``test_bt`` (every test window), ``test_train`` (the same by
+    the train-only fit, when ``stack.train_only`` scores it), ``prod`` /
     ``prod_bt`` (the window ending at the series' end), ``fallback`` (the
     selection fit fell back to seasonal naive), ``fold_fallbacks`` (how many
     fold fits did: short series leave folds few training points).
@@ -310,7 +325,7 @@ def local_task(job: SeriesJob, name: str, cfg: Config, spec: TaskSpec, steps: in
         return member.describe().get("channel_status", [{}])[0].get("status", "ok") != "ok"
 
     return {"oof": oof, "oof_bt": oof_bt, "test": test, "test_bt": test_bt,
-            "test_train": predict_many(selection, test_ctx, H) if refit is not selection else test,
+            "test_train": predict_many(selection, test_ctx, H) if scores_train_only(cfg, False) else None,
             "prod": prod, "prod_bt": prod_bt, "fallback": fell_back(selection),
             "fold_fallbacks": sum(map(fell_back, folds))}
 
@@ -397,16 +412,21 @@ def fit_horizon(cfg: Config, panel: Panel, names: tuple[str, ...], H: int, bar: 
                 oof.backtests[name] = np.concatenate([r["oof_bt"] for r in res])
                 test_fc[name] = np.concatenate([r["test"] for r in res])
                 test_bt[name] = np.concatenate([r["test_bt"] for r in res])
-                train_fc[name] = np.concatenate([r["test_train"] for r in res])
+                if scores_train_only(cfg, reads_references=False):
+                    train_fc[name] = np.concatenate([r["test_train"] for r in res])
                 prod_fc[name] = np.concatenate([r["prod"] for r in res])
                 prod_bt[name] = np.concatenate([r["prod_bt"] for r in res])
                 n_fb, n_fold_fb = sum(r["fallback"] for r in res), sum(r["fold_fallbacks"] for r in res)
                 fits[name] = PanelFits(f"fitted per series ({panel.n_series} tasks); {n_fb} fell back to seasonal "
                                        f"naive, and {n_fold_fb} of {panel.n_series * n_folds} fold fits", n_folds)
             else:
-                fitted = _fit_global(name, cfg, panel, spec, steps, folds, ctx, bt_ctx, test_ctx, last_ctx, oof,
-                                     test_fc, test_bt, train_fc, prod_fc, prod_bt)
-                fits[name] = PanelFits(f"one global fit across {panel.n_series} series per stage", n_folds, fitted)
+                core = uses_references(make_member(name, cfg))
+                plans = panel.core_plans if core and panel.core_plans else panel.plans  # stack.core_folds
+                fold_of = np.concatenate([p.fold_of(s) for p, s in zip(plans, starts, strict=True)])
+                fitted = _fit_global(name, cfg, panel, spec, steps, plans, fold_of, ctx, bt_ctx, test_ctx, last_ctx,
+                                     oof, test_fc, test_bt, train_fc, prod_fc, prod_bt)
+                fits[name] = PanelFits(f"one global fit across {panel.n_series} series per stage",
+                                       plans[0].n_folds, fitted)
         except HybridInputError:
             raise
         except Exception as exc:  # a failing member never stops the run
@@ -437,17 +457,18 @@ def fit_horizon(cfg: Config, panel: Panel, names: tuple[str, ...], H: int, bar: 
         for n, f in {**fc, **combos}.items():
             board.add(n, f, test_tgt[sl])
             sq_err.setdefault(n, []).append(((f.astype(np.float64) - test_tgt[sl]) ** 2).mean(axis=(1, 2)))
-        for n in ok:
+        for n in (n for n in ok if n in train_fc):
             board_train.add(n, train_fc[n][sl], test_tgt[sl])
         for n, bands in deployment.band_sets(test_ctx[sl], fc, combos[COMBINED]).items():
             board.add_bands(n, test_tgt[sl], bands)
     seconds["test"] = round(time.perf_counter() - t0, 3)
     seconds["total"] = round(time.perf_counter() - t_start, 3)
 
+    test = {n: board.scores(n) for n in board.tallies}
     result = HorizonResult(
         horizon=H, members={n: fits[n] for n in ok}, failed=failed, oof={n: oof.scores(n, CHANNELS) for n in ok},
         oof_windows=len(oof.starts), oof_combined=oof_combined, gate=gate, deployment=deployment,
-        test={n: board.scores(n) for n in board.tallies}, test_train_only={n: board_train.scores(n) for n in ok},
+        test=test, test_train_only=train_only_scores(board_train, test, ok),
         seconds=seconds, channels=CHANNELS, test_windows=len(test_ctx),
     )
     errors = {n: np.concatenate(e) for n, e in sq_err.items()}
@@ -459,15 +480,19 @@ def fit_horizon(cfg: Config, panel: Panel, names: tuple[str, ...], H: int, bar: 
                         per_series.reset_index())
 
 
-def _fit_global(name: str, cfg: Config, panel: Panel, spec: TaskSpec, steps: int, folds: np.ndarray,
-                ctx: np.ndarray, bt_ctx: np.ndarray, test_ctx: np.ndarray, last_ctx: np.ndarray, oof: OOFWindows,
-                test_fc: dict, test_bt: dict, train_fc: dict, prod_fc: dict, prod_bt: dict) -> MemberFits:
-    """One member fitted across every series at every stage; its forecasts go into the dicts given."""
+def _fit_global(name: str, cfg: Config, panel: Panel, spec: TaskSpec, steps: int, plans: list[FoldPlan],
+                folds: np.ndarray, ctx: np.ndarray, bt_ctx: np.ndarray, test_ctx: np.ndarray, last_ctx: np.ndarray,
+                oof: OOFWindows, test_fc: dict, test_bt: dict, train_fc: dict, prod_fc: dict, prod_bt: dict
+                ) -> MemberFits:
+    """One member fitted across every series at every stage; its forecasts go into the dicts given.
+
+    ``plans``: each series' fold plan for this member, ``folds``: the fold of each out-of-fold window in them.
+    """
     L, H = spec.context_length, spec.horizon
     member = make_member(name, cfg)
-    n_folds = panel.plans[0].n_folds
+    n_folds = plans[0].n_folds
     val = panel.segments("val")
-    trains = [panel.segments("train"), *(panel.fold_segments(k, L + H) for k in range(n_folds)),
+    trains = [panel.segments("train"), *(panel.fold_segments(k, L + H, plans) for k in range(n_folds)),
               panel.segments("trainval"), panel.segments("all")]
     # One pass over the data for the linear family; the others fit trains[0] and frozen copies on the rest (the
     # naive members ignore val; the core, alone across series, early-stops on every series' val part).
@@ -481,9 +506,10 @@ def _fit_global(name: str, cfg: Config, panel: Panel, spec: TaskSpec, steps: int
         f[rows], b[rows] = _with_backtest(fold_fits[int(k)], ctx[rows], H, steps)
     oof.forecasts[name], oof.backtests[name] = f, b
     test_fc[name], test_bt[name] = _with_backtest(refit, test_ctx, H, steps)
-    train_fc[name] = predict_many(selection, test_ctx, H) if refit is not selection else test_fc[name]
+    if scores_train_only(cfg, uses_references(member)):
+        train_fc[name] = predict_many(selection, test_ctx, H)
     prod_fc[name], prod_bt[name] = _with_backtest(production, last_ctx, H, steps)
-    fitted = MemberFits(name, panel.plans[0], selection, fold_fits, refit, production)
+    fitted = MemberFits(name, plans[0], selection, fold_fits, refit, production)
     fitted.release()  # every forecast is made: keep the production fit and the description
     return fitted
 
@@ -527,7 +553,8 @@ def fit_panel(cfg: Config, source: str, frame: pd.DataFrame, horizons: tuple[int
                 f"member {name} (the Time-LLM core) runs on many series only without references (they are looked up "
                 "by row of one series): add --set core.references=false --set core.classical_text=false, or drop it."
             )
-    panel = load_panel(source, cfg, max(horizons), frame)
+    has_core = any(uses_references(make_member(n, cfg)) for n in cfg.task.members)
+    panel = load_panel(source, cfg, max(horizons), frame, min(core_folds(cfg), cfg.stack.folds) if has_core else 0)
     names = expand_period_experts(cfg.task.members, cfg.task.period_experts, panel.periods.dominant,
                                   cfg.task.context_length)
     results: dict[int, PanelHorizon] = {}
@@ -555,10 +582,11 @@ def fit_panel(cfg: Config, source: str, frame: pd.DataFrame, horizons: tuple[int
         "context_length": cfg.task.context_length,
         **({"context_length_auto": sizing} if sizing else {}),
         "horizons": list(horizons),
-        "split": {"kind": "ratio, per series", "ratios": list(cfg.data.split_ratios)},
+        "split": {"kind": f"{panel.split_kind}, per series", "ratios": list(cfg.data.split_ratios)},
         "periods": panel.periods.to_dict(),
         "cross_fit": {"folds": cfg.stack.folds, "scheme": "blocked folds per series; fold k of the panel is fold k "
-                      "of every series", "max_windows": cfg.stack.max_windows},
+                      "of every series", "max_windows": cfg.stack.max_windows,
+                      "core_folds": panel.core_plans[0].n_folds if panel.core_plans else None},
         "members": member_status({H: r.result for H, r in results.items()}),
         "results": {str(H): horizon_entry(r.result) for H, r in results.items()},
         "config": cfg.to_dict(),

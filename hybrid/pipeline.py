@@ -40,12 +40,12 @@ from hybrid.crossfit import (
     window_contexts,
 )
 from hybrid.deployment import Deployment, deploy
-from hybrid.evaluation import Scoreboard
+from hybrid.evaluation import Scoreboard, scores_train_only, train_only_scores
 from hybrid.intervals import check_levels
 from hybrid.members import REGISTRY, expand_period_experts, make_member, parse_member, uses_references
 from hybrid.panel import fit_panel, long_frame
 from hybrid.records import HorizonResult, build_manifest
-from hybrid.sizing import AUTO, choose_context_length, fit_fold_plan
+from hybrid.sizing import AUTO, choose_context_length, core_folds, fit_fold_plan
 from hybrid.stacking import OOFWindows, baseline_mse, sanity_gate
 from hybrid.state import STATE_FORMAT, load_arrays
 from kernel.contract import TaskSpec
@@ -138,22 +138,6 @@ def task_spec(cfg: Config, data: RunData, horizon: int) -> TaskSpec:
         channel_names=data.series.columns,
         description=cfg.data.description,
     )
-
-
-def core_folds(cfg: Config) -> int:
-    """The core's fold count: ``stack.core_folds``, or auto (2 on CPU, ``stack.folds`` on a GPU)."""
-    if cfg.stack.core_folds > 0:
-        return cfg.stack.core_folds
-    if cfg.stack.core_folds == 0 or cfg.stack.core_folds < -1:
-        raise HybridInputError(f"stack.core_folds must be -1 (auto) or at least 2; got {cfg.stack.core_folds}.")
-    import importlib.util
-
-    on_gpu = False
-    if cfg.core.device != "cpu" and importlib.util.find_spec("torch") is not None:
-        import torch
-
-        on_gpu = torch.cuda.is_available()
-    return cfg.stack.folds if on_gpu else 2
 
 
 # ----------------------------------------------------------------------------- one horizon
@@ -346,13 +330,12 @@ class HorizonFitter:
                 board.add(name, f, tgt)
             for n, bands in deployment.band_sets(ctx[:, out], fc_out, combos[COMBINED]).items():
                 board.add_bands(n, tgt, bands)
-            if cfg.task.refit != "train" and cfg.stack.train_only != "none":
-                train_fc = self._stage_forecasts("selection", ctx, with_core=cfg.stack.train_only == "all")
+            if scores_train_only(cfg, reads_references=False):
+                train_fc = self._stage_forecasts("selection", ctx, with_core=scores_train_only(cfg, True))
                 for n, f in train_fc.items():
                     board_train.add(n, f[:, out], tgt)
         scores = {n: board.scores(n) for n in board.tallies}
-        train_scores = {n: board_train.scores(n) for n in board_train.tallies} if board_train.tallies else scores
-        return scores, {n: s for n, s in train_scores.items() if n in self.fits}
+        return scores, train_only_scores(board_train, scores, self.fits)
 
 
 # ----------------------------------------------------------------------------- the run

@@ -151,6 +151,22 @@ def choose_panel_context_length(cfg: Config, lengths: list[int], horizons: tuple
     return replace(cfg, task=replace(cfg.task, context_length=found[0])), info
 
 
+def core_folds(cfg: Config) -> int:
+    """The core's fold count: ``stack.core_folds``, or auto (2 on CPU, ``stack.folds`` on a GPU)."""
+    if cfg.stack.core_folds > 0:
+        return cfg.stack.core_folds
+    if cfg.stack.core_folds == 0 or cfg.stack.core_folds < -1:
+        raise HybridInputError(f"stack.core_folds must be -1 (auto) or at least 2; got {cfg.stack.core_folds}.")
+    import importlib.util
+
+    on_gpu = False
+    if cfg.core.device != "cpu" and importlib.util.find_spec("torch") is not None:
+        import torch
+
+        on_gpu = torch.cuda.is_available()
+    return cfg.stack.folds if on_gpu else 2
+
+
 def _validation_mse(series: Series, scaler: Scaler, L: int, H: int, kind: str, ratios: tuple[float, ...],
                     cfg: Config) -> float:
     """Validation MSE (scaled units) of the linear member with context L, fitted on the training part."""

@@ -15,9 +15,9 @@ from tests.conftest import make_frame
 FAST = ["--context-length", "48", "--horizon", "12", "--set", "runtime.progress=false", "--set", "runtime.n_jobs=1"]
 
 
-def _long(series: dict[str, tuple[str, np.ndarray]]) -> pd.DataFrame:
-    """uid -> (first timestamp, values) as a long frame, hourly."""
-    return pd.concat([pd.DataFrame({"unique_id": uid, "ds": pd.date_range(start, periods=len(y), freq="h"), "y": y})
+def _long(series: dict[str, tuple[str, np.ndarray]], freq: str = "h") -> pd.DataFrame:
+    """uid -> (first timestamp, values) as a long frame, hourly (or at ``freq``)."""
+    return pd.concat([pd.DataFrame({"unique_id": uid, "ds": pd.date_range(start, periods=len(y), freq=freq), "y": y})
                       for uid, (start, y) in series.items()], ignore_index=True)
 
 
@@ -171,6 +171,55 @@ def test_the_core_alone_is_a_global_model_across_series(tmp_path):
                                                                           rel=1e-9)
     assert scores["test"]["mse"] > 1.2 * entry["metrics"]["linear"]["test"]["mse"]  # so that mixing it in would show
     assert main(["fit", "--data", str(path), *FAST, "--members", "linear,timellm", "--set", "core.backbone=none"]) == 2
+
+
+def _seasonal(n: int, seed: int, period: int = 24) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    return 10 + 3 * np.sin(2 * np.pi * t / period) + rng.normal(0, 0.5, n)
+
+
+def test_data_split_chooses_each_series_split(tmp_path):
+    """data.split: ett gives every series the 12/4/4-month split of its own rows (daily: 360/120/120), as it gives
+    a wide series; the default ratio split would give 113 + 129 test windows here."""
+    path = tmp_path / "daily.csv"
+    _long({"a": ("2020-01-01", _seasonal(620, 0, 7)), "b": ("2020-03-01", _seasonal(700, 1, 7))}, "D").to_csv(
+        path, index=False)
+    assert main(["fit", "--data", str(path), *FAST, "--members", "linear", "--set", "data.split=ett"]) == 0
+    manifest = json.loads(Path("runs/latest/manifest.json").read_text())
+    assert manifest["split"]["kind"] == "ett, per series"
+    assert manifest["results"]["12"]["test_windows"] == 2 * (120 - 12 + 1)  # each test window of 120 rows
+
+
+def test_stack_train_only_none_scores_no_train_only_fit(tmp_path):
+    """stack.train_only: none skips the train-only fits' test scores (they are the deployed fits' then), as on one
+    series; by default (classical) the train-only fit of a refitted member scores differently."""
+    path = tmp_path / "two.csv"
+    _long({"a": ("2021-01-01", _seasonal(320, 2)), "b": ("2021-02-01", _seasonal(360, 3))}).to_csv(path, index=False)
+    args = ["fit", "--data", str(path), *FAST, "--members", "seasonal_naive,linear", "--overwrite"]
+    assert main([*args, "--run-dir", "classical"]) == 0
+    assert main([*args, "--run-dir", "none", "--set", "stack.train_only=none"]) == 0
+    scored = json.loads(Path("classical/manifest.json").read_text())["results"]["12"]["metrics"]["linear"]
+    skipped = json.loads(Path("none/manifest.json").read_text())["results"]["12"]["metrics"]["linear"]
+    assert scored["test_train_only"]["mse"] != pytest.approx(scored["test"]["mse"], rel=1e-6)
+    assert skipped["test_train_only"] == skipped["test"] == scored["test"]
+
+
+def test_stack_core_folds_sets_the_cores_folds_on_many_series(tmp_path):
+    """stack.core_folds: the core is cross-fitted with its own (fewer) folds per series, as on one series."""
+    pytest.importorskip("torch")
+    path = tmp_path / "core.csv"
+    _long({f"s{i}": (f"2021-01-{1 + 3 * i:02d}", _seasonal(n, i)) for i, n in enumerate((300, 340))}).to_csv(
+        path, index=False)
+    core = ["--set", "core.backbone=none", "--set", "core.references=false", "--set", "core.classical_text=false",
+            "--set", "core.epochs=1", "--set", "core.max_train_windows=64", "--set", "core.max_val_windows=32",
+            "--set", "core.d_model=8", "--set", "core.patch_len=8", "--set", "core.stride=4", "--set", "stack.folds=3",
+            "--set", "stack.core_folds=2"]
+    assert main(["fit", "--data", str(path), *FAST, "--members", "linear,timellm", *core]) == 0
+    manifest = json.loads(Path("runs/latest/manifest.json").read_text())
+    members = manifest["results"]["12"]["members"]
+    assert (members["linear"]["folds"], members["timellm"]["folds"], manifest["cross_fit"]["core_folds"]) == (3, 2, 2)
+    assert np.isfinite(manifest["results"]["12"]["metrics"]["timellm"]["oof"]["mse"])
 
 
 def test_aligned_long_file_is_one_multichannel_series(tmp_path):
