@@ -124,8 +124,9 @@ def test_fit_forecast_evaluate_on_series_of_different_lengths(capsys, tmp_path):
     capsys.readouterr()
     assert main(["evaluate", "--json"]) == 0
     assert "hybrid" in json.loads(capsys.readouterr().out)["horizons"]["12"]
-    assert main(["forecast", "--data", str(path)]) == 2
-    assert "many-series" in capsys.readouterr().err
+    assert main(["forecast", "--data", str(path)]) == 2  # refused, in one line that says what to do instead
+    err = capsys.readouterr().err.strip()
+    assert "--data is not supported for a many-series" in err and "fit again" in err and len(err.splitlines()) == 1
 
 
 def test_every_fold_keeps_out_of_fold_windows_when_series_outnumber_the_window_budget(tmp_path):
