@@ -11,8 +11,10 @@ import numpy as np
 import pandas as pd
 
 from hybrid import artifacts
+from hybrid.artifacts import is_panel
 from hybrid.config import Config, load_config
-from hybrid.panel import COMBINED, panel_forecast
+from hybrid.deployment import COMBINED
+from hybrid.panel import panel_forecast
 from hybrid.pipeline import ForecastResult, fit_run, forecast_run
 from kernel.data import DataSource, dataset_name
 
@@ -145,7 +147,7 @@ class HybridForecaster:
             from each series' end.
         """
         run_dir, manifest = self._require_run()
-        if manifest.get("layout") == "panel":
+        if is_panel(manifest):
             frame, _ = panel_forecast(run_dir, manifest, horizon, data)
             frame = frame.drop(columns=[c for c in frame.columns if c.startswith("weight:")])
             frame["ds"] = pd.to_datetime(frame["ds"])

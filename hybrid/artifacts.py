@@ -45,6 +45,7 @@ from kernel.errors import HybridInputError
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+PANEL = "panel"  # the manifest's "layout" of a many-series run (hybrid.panel); a one-series run has none
 DEFAULT_RUNS = Path("runs")
 LATEST = "latest"
 STAGE_PREFIX = ".incomplete-"
@@ -359,6 +360,11 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
     return json.loads((run_dir / MANIFEST).read_text(encoding="utf-8"))
 
 
+def is_panel(manifest: dict[str, Any]) -> bool:
+    """Whether a run is a many-series one (``hybrid.panel``: its manifest's ``layout``)."""
+    return manifest.get("layout") == PANEL
+
+
 def check_state_format(run_dir: Path, manifest: dict[str, Any]) -> None:
     """Refuse a run whose fitted state this version cannot read safely (one of a single series).
 
@@ -370,7 +376,7 @@ def check_state_format(run_dir: Path, manifest: dict[str, Any]) -> None:
     Raises:
         HybridInputError: the format is missing (an older run) or another one.
     """
-    if manifest.get("layout") == "panel":
+    if is_panel(manifest):
         return
     found = manifest.get("state_format")
     if found is None:

@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from hybrid.api import HybridForecaster
-from hybrid.artifacts import read_manifest, resolve_run_dir
+from hybrid.artifacts import is_panel, read_manifest, resolve_run_dir
 from hybrid.config import load_config
 from hybrid.panel import panel_forecast
 from hybrid.panel_report import write_panel_report
@@ -163,7 +163,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if not is_main_process():
         return 0  # torchrun: rank 0 wrote the run and prints the summary
     m = result.manifest
-    shape = (f"{m['n_series']} series, {m['n_rows']} rows in all" if m.get("layout") == "panel"
+    shape = (f"{m['n_series']} series, {m['n_rows']} rows in all" if is_panel(m)
              else f"{m['n_rows']} rows x {len(m['columns'])} channels")
     print(f"fitted {len(m['members'])} member(s) on {m['dataset']} ({shape}, {m['freq']}) in "
           f"{m['fit_seconds_total']:.1f} s")
@@ -235,7 +235,7 @@ def _forecast_panel(args: argparse.Namespace, run_dir: Path, manifest: dict[str,
 def cmd_forecast(args: argparse.Namespace) -> int:
     run_dir = resolve_run_dir(args.run_dir)
     manifest = read_manifest(run_dir)
-    if manifest.get("layout") == "panel":
+    if is_panel(manifest):
         return _forecast_panel(args, run_dir, manifest)
     result = forecast_run(run_dir, args.horizon, args.data)
     out = Path(args.output) if args.output else run_dir / "forecast.csv"

@@ -96,6 +96,31 @@ def predict_many(member: Forecaster, context: np.ndarray, horizon: int, referenc
     return np.concatenate(out, axis=0) if out else np.zeros((0, context.shape[1], horizon), np.float32)
 
 
+def predict_by_fold(fitted: list[Forecaster], folds: np.ndarray, context: np.ndarray, horizon: int,
+                    references: np.ndarray | None = None) -> np.ndarray:
+    """Out-of-fold forecasts [n, C, horizon] of ``context`` [n, C, L]: window i by ``fitted[folds[i]]``, the fit
+    that left its fold out (``references`` [n, C, R, H]: for a member that reads them)."""
+    out = np.empty((len(folds), context.shape[1], horizon), dtype=np.float32)
+    for k in np.unique(folds):
+        rows = np.flatnonzero(folds == k)
+        refs = None if references is None else references[rows]
+        out[rows] = predict_many(fitted[int(k)], context[rows], horizon, refs)
+    return out
+
+
+def fit_in_one_pass(name: str, member: Forecaster, plan: FoldPlan, trains: list[list[Segment]], val: Any,
+                    spec: TaskSpec, refit_on_trainval: bool) -> MemberFits:
+    """Every stage of ``member`` from one ``fit_many`` call (one pass over the data for the linear family; the
+    others fit the first and frozen copies on the rest): ``trains`` is [train, fold 0 ... fold K-1 of ``plan``,
+    train+val, every row]; without ``refit_on_trainval`` the selection fit serves the test part."""
+    t0 = time.perf_counter()
+    selection, *rest = member.fit_many(trains, val, spec)
+    k = plan.n_folds
+    refit = rest[k] if refit_on_trainval else selection
+    seconds = {"all stages": round(time.perf_counter() - t0, 3)}
+    return MemberFits(name, plan, selection, rest[:k], refit, rest[k + 1], seconds)
+
+
 @dataclass
 class MemberFits:
     """One member, fitted at every stage (see the module docstring).
@@ -134,13 +159,7 @@ class MemberFits:
         context may be a shifted (backtest) context of the window: the same
         fold fit serves it, since the shifted target lies in the purge gap.
         """
-        out = np.empty((len(starts), context.shape[1], horizon), dtype=np.float32)
-        folds = self.plan.fold_of(starts)
-        for k in np.unique(folds):
-            rows = np.flatnonzero(folds == k)
-            refs = None if references is None else references[rows]
-            out[rows] = predict_many(self.folds[int(k)], context[rows], horizon, refs)
-        return out
+        return predict_by_fold(self.folds, self.plan.fold_of(starts), context, horizon, references)
 
     def release(self) -> None:
         """Drop every fit but the production one (after its horizon is done), keeping its description."""
@@ -218,15 +237,10 @@ def fit_member_stages(
 
     refit_on_trainval = cfg.task.refit == "train+val"
     if member.supports_fit_many:  # one pass over the data for every stage (the linear family)
-        t0 = time.perf_counter()
         say("every stage in one pass")
         trains = [[data.segment("train")], *(plan.train_segments(k, data.scaled, L + H) for k in range(plan.n_folds)),
                   [data.segment("trainval")], [data.segment("all")]]
-        selection, *rest = member.fit_many(trains, data.segment("val"), spec)
-        folds, refit, production = rest[: plan.n_folds], rest[plan.n_folds], rest[plan.n_folds + 1]
-        refit = refit if refit_on_trainval else selection
-        seconds["all stages"] = round(time.perf_counter() - t0, 3)
-        return MemberFits(name, plan, selection, folds, refit, production, seconds)
+        return fit_in_one_pass(name, member, plan, trains, data.segment("val"), spec, refit_on_trainval)
 
     t0 = time.perf_counter()
     say("selection")

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from hybrid.config import Config
+from hybrid.deployment import COMBINED, Deployment
 from hybrid.intervals import interval_score
 
 
@@ -77,6 +78,19 @@ class Scoreboard:
 
     def add_bands(self, name: str, target: np.ndarray, bands: dict[float, tuple[np.ndarray, np.ndarray]]) -> None:
         self.bands.setdefault(name, BandTally()).add(target, bands)
+
+    def add_deployed(self, deployment: Deployment, context: np.ndarray, forecasts: dict[str, np.ndarray],
+                     backtests: dict[str, np.ndarray], target: np.ndarray) -> dict[str, np.ndarray]:
+        """One chunk of windows: each member's ``forecasts``, every combination of them and the bands (output
+        channels: context [n, Co, L], target [n, Co, H]); returns the combinations."""
+        for name, f in forecasts.items():
+            self.add(name, f, target)
+        combos = deployment.all_combinations(context, forecasts, backtests)
+        for name, f in combos.items():
+            self.add(name, f, target)
+        for name, bands in deployment.band_sets(context, forecasts, combos[COMBINED]).items():
+            self.add_bands(name, target, bands)
+        return combos
 
     def scores(self, name: str) -> dict[str, Any]:
         out = self.tallies[name].scores(self.channels)

@@ -47,14 +47,14 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from hybrid import artifacts
-from hybrid.artifacts import choose_horizon
+from hybrid.artifacts import PANEL, choose_horizon
 from hybrid.config import Config
-from hybrid.crossfit import MemberFits, predict_many
-from hybrid.deployment import Deployment, deploy
+from hybrid.crossfit import MemberFits, fit_in_one_pass, predict_by_fold, predict_many
+from hybrid.deployment import COMBINED, Deployment, deploy
 from hybrid.evaluation import Scoreboard, scores_train_only, train_only_scores
 from hybrid.members import expand_period_experts, make_member, uses_references
 from hybrid.panel_report import HISTORY_FILE, history_frame
-from hybrid.records import FORMAT, HorizonResult, _versions, horizon_entry, member_status
+from hybrid.records import HorizonResult, run_manifest
 from hybrid.sizing import choose_panel_context_length, core_folds
 from hybrid.stacking import OOFWindows, baseline_mse, sanity_gate
 from hybrid.state import STATE_FORMAT
@@ -81,7 +81,6 @@ from router.features import backtest_steps, shift_context
 
 logger = logging.getLogger(__name__)
 
-COMBINED = "hybrid"
 CHANNELS = ["y"]
 PERIOD_SERIES = 64  # series (the longest) whose training parts the panel's periods are detected on
 FORECAST_FILE = "forecast.csv"
@@ -310,14 +309,10 @@ def local_task(job: SeriesJob, name: str, cfg: Config, spec: TaskSpec, steps: in
     folds = [selection.frozen().fit(plan.train_segments(k, y, L + H), None, spec) for k in range(plan.n_folds)]
     refit = selection.frozen().fit([Segment(y[: sp.val_end])], None, spec) if cfg.task.refit == "train+val" else selection
     production = selection.frozen().fit([Segment(y)], None, spec)
-    ctx, _ = gather_windows(y, job.starts, L, H)
-    ctx = np.ascontiguousarray(ctx)
-    oof = np.empty((len(ctx), 1, H), np.float32)
-    oof_bt = np.empty((len(ctx), 1, steps), np.float32)
+    ctx = np.ascontiguousarray(gather_windows(y, job.starts, L, H)[0])
     fold_of = plan.fold_of(job.starts)
-    for k in np.unique(fold_of):
-        rows = np.flatnonzero(fold_of == k)
-        oof[rows], oof_bt[rows] = _with_backtest(folds[int(k)], ctx[rows], H, steps)
+    oof = predict_by_fold(folds, fold_of, ctx, H)
+    oof_bt = np.ascontiguousarray(predict_by_fold(folds, fold_of, shift_context(ctx, steps), H)[:, :, :steps])
     test_ctx = np.ascontiguousarray(windows(y[sp.test_start : sp.test_end], L, H)[0])
     test, test_bt = _with_backtest(refit, test_ctx, H, steps)
     prod, prod_bt = _with_backtest(production, np.ascontiguousarray(y[-L:].T[None]), H, steps)
@@ -453,14 +448,11 @@ def fit_horizon(cfg: Config, panel: Panel, names: tuple[str, ...], H: int, bar: 
     for i in range(0, len(test_ctx), cfg.stack.chunk_windows):
         sl = slice(i, i + cfg.stack.chunk_windows)
         fc = {n: test_fc[n][sl] for n in ok}
-        combos = deployment.all_combinations(test_ctx[sl], fc, {n: test_bt[n][sl] for n in ok})
+        combos = board.add_deployed(deployment, test_ctx[sl], fc, {n: test_bt[n][sl] for n in ok}, test_tgt[sl])
         for n, f in {**fc, **combos}.items():
-            board.add(n, f, test_tgt[sl])
             sq_err.setdefault(n, []).append(((f.astype(np.float64) - test_tgt[sl]) ** 2).mean(axis=(1, 2)))
         for n in (n for n in ok if n in train_fc):
             board_train.add(n, train_fc[n][sl], test_tgt[sl])
-        for n, bands in deployment.band_sets(test_ctx[sl], fc, combos[COMBINED]).items():
-            board.add_bands(n, test_tgt[sl], bands)
     seconds["test"] = round(time.perf_counter() - t0, 3)
     seconds["total"] = round(time.perf_counter() - t_start, 3)
 
@@ -490,26 +482,16 @@ def _fit_global(name: str, cfg: Config, panel: Panel, spec: TaskSpec, steps: int
     """
     L, H = spec.context_length, spec.horizon
     member = make_member(name, cfg)
-    n_folds = plans[0].n_folds
-    val = panel.segments("val")
-    trains = [panel.segments("train"), *(panel.fold_segments(k, L + H, plans) for k in range(n_folds)),
+    trains = [panel.segments("train"), *(panel.fold_segments(k, L + H, plans) for k in range(plans[0].n_folds)),
               panel.segments("trainval"), panel.segments("all")]
-    # One pass over the data for the linear family; the others fit trains[0] and frozen copies on the rest (the
-    # naive members ignore val; the core, alone across series, early-stops on every series' val part).
-    selection, *rest = member.fit_many(trains, val, spec)
-    fold_fits, refit, production = rest[:n_folds], rest[n_folds], rest[n_folds + 1]
-    refit = refit if cfg.task.refit == "train+val" else selection
-    f = np.empty((len(ctx), 1, H), np.float32)
-    b = np.empty((len(ctx), 1, steps), np.float32)
-    for k in np.unique(folds):
-        rows = np.flatnonzero(folds == k)
-        f[rows], b[rows] = _with_backtest(fold_fits[int(k)], ctx[rows], H, steps)
-    oof.forecasts[name], oof.backtests[name] = f, b
-    test_fc[name], test_bt[name] = _with_backtest(refit, test_ctx, H, steps)
+    # the core, alone across series, early-stops on every series' val part (the naive members ignore it)
+    fitted = fit_in_one_pass(name, member, plans[0], trains, panel.segments("val"), spec, cfg.task.refit == "train+val")
+    oof.forecasts[name] = predict_by_fold(fitted.folds, folds, ctx, H)
+    oof.backtests[name] = np.ascontiguousarray(predict_by_fold(fitted.folds, folds, bt_ctx, H)[:, :, :steps])
+    test_fc[name], test_bt[name] = _with_backtest(fitted.refit, test_ctx, H, steps)
     if scores_train_only(cfg, uses_references(member)):
-        train_fc[name] = predict_many(selection, test_ctx, H)
-    prod_fc[name], prod_bt[name] = _with_backtest(production, last_ctx, H, steps)
-    fitted = MemberFits(name, plans[0], selection, fold_fits, refit, production)
+        train_fc[name] = predict_many(fitted.selection, test_ctx, H)
+    prod_fc[name], prod_bt[name] = _with_backtest(fitted.production, last_ctx, H, steps)
     fitted.release()  # every forecast is made: keep the production fit and the description
     return fitted
 
@@ -563,12 +545,9 @@ def fit_panel(cfg: Config, source: str, frame: pd.DataFrame, horizons: tuple[int
         results[H] = fit_horizon(cfg, panel, names, H, bar)
     bar.close()
     lengths = panel.lengths()
-    manifest: dict[str, Any] = {
-        "complete": True,
-        "format": FORMAT,
+    manifest = run_manifest(cfg, {H: r.result for H, r in results.items()}, {
         "state_format": STATE_FORMAT,  # nothing fitted is stored (forecasts are CSV), so none is ever a pickle
-        "layout": "panel",
-        "created": pd.Timestamp.now("UTC").isoformat(timespec="seconds"),
+        "layout": PANEL,
         "dataset": panel.name,
         "source": panel.source,
         "columns": CHANNELS,
@@ -587,12 +566,7 @@ def fit_panel(cfg: Config, source: str, frame: pd.DataFrame, horizons: tuple[int
         "cross_fit": {"folds": cfg.stack.folds, "scheme": "blocked folds per series; fold k of the panel is fold k "
                       "of every series", "max_windows": cfg.stack.max_windows,
                       "core_folds": panel.core_plans[0].n_folds if panel.core_plans else None},
-        "members": member_status({H: r.result for H, r in results.items()}),
-        "results": {str(H): horizon_entry(r.result) for H, r in results.items()},
-        "config": cfg.to_dict(),
-        "versions": _versions(),
-        "seed": cfg.task.seed,
-    }
+    })
     with artifacts.staged_run_dir(run_dir, panel.name, overwrite=overwrite, latest=latest) as (stage, final):
         pd.concat([r.forecast.assign(horizon=H) for H, r in results.items()]).to_csv(stage / FORECAST_FILE, index=False)
         pd.concat([r.series_scores for r in results.values()]).to_csv(stage / SERIES_SCORES, index=False)

@@ -29,7 +29,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from hybrid import artifacts
-from hybrid.artifacts import choose_horizon
+from hybrid.artifacts import choose_horizon, is_panel
 from hybrid.config import Config, config_from_dict
 from hybrid.crossfit import (
     MemberFits,
@@ -39,7 +39,7 @@ from hybrid.crossfit import (
     predict_many,
     window_contexts,
 )
-from hybrid.deployment import Deployment, deploy
+from hybrid.deployment import COMBINED, Deployment, deploy
 from hybrid.evaluation import Scoreboard, scores_train_only, train_only_scores
 from hybrid.intervals import check_levels
 from hybrid.members import REGISTRY, expand_period_experts, make_member, parse_member, uses_references
@@ -60,8 +60,6 @@ from router.models import ROUTER_MODES
 from router.static import STATIC_MODES
 
 logger = logging.getLogger(__name__)
-
-COMBINED = "hybrid"
 
 
 @dataclass
@@ -321,15 +319,9 @@ class HorizonFitter:
             tgt = np.asarray(test_tgt[i : i + step, out], dtype=np.float32)
             fc = self._stage_forecasts("refit", ctx)
             fc_out = {n: f[:, out] for n, f in fc.items()}
-            for n, f in fc_out.items():
-                board.add(n, f, tgt)
             bt = {n: predict_many(self.fits[n].refit, shift_context(ctx, deployment.steps), H)[:, out, :deployment.steps]
                   for n in deployment.backtest_members}
-            combos = deployment.all_combinations(ctx[:, out], fc_out, bt)
-            for name, f in combos.items():
-                board.add(name, f, tgt)
-            for n, bands in deployment.band_sets(ctx[:, out], fc_out, combos[COMBINED]).items():
-                board.add_bands(n, tgt, bands)
+            board.add_deployed(deployment, ctx[:, out], fc_out, bt, tgt)
             if scores_train_only(cfg, reads_references=False):
                 train_fc = self._stage_forecasts("selection", ctx, with_core=scores_train_only(cfg, True))
                 for n, f in train_fc.items():
@@ -482,7 +474,7 @@ def _context_rows(run_dir: Path, manifest: dict[str, Any], data: DataSource
 def forecast_run(run_dir: Path, horizon: int | None = None, data: DataSource = None) -> ForecastResult:
     """Forecast the ``horizon`` steps after the end of the data with a fitted run."""
     manifest = artifacts.read_manifest(run_dir)
-    if manifest.get("layout") == "panel":
+    if is_panel(manifest):
         raise HybridInputError(f"{run_dir} is a many-series run; its forecasts are in {run_dir / 'forecast.csv'} "
                                "(hybrid forecast prints them).")
     artifacts.check_state_format(run_dir, manifest)

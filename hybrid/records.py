@@ -154,14 +154,27 @@ def member_status(results: dict[int, HorizonResult]) -> dict[str, dict[str, Any]
     return members
 
 
-def build_manifest(cfg: Config, run: RunData, horizons: tuple[int, ...], plan: FoldPlan, core_plan: FoldPlan,
-                   results: dict[int, HorizonResult]) -> dict[str, Any]:
-    """The run's manifest (JSON-ready)."""
-    series, split, L = run.series, run.split, cfg.task.context_length
+def run_manifest(cfg: Config, results: dict[int, HorizonResult], about: dict[str, Any]) -> dict[str, Any]:
+    """A run's manifest (JSON-ready), one series or many: ``about`` (its data, split and folds: what differs)
+    between what every run records (format, time; members, results, config, versions, seed)."""
     return {
         "complete": True,
         "format": FORMAT,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        **about,
+        "members": member_status(results),
+        "results": {str(H): horizon_entry(r) for H, r in results.items()},
+        "config": cfg.to_dict(),
+        "versions": _versions(),
+        "seed": cfg.task.seed,
+    }
+
+
+def build_manifest(cfg: Config, run: RunData, horizons: tuple[int, ...], plan: FoldPlan, core_plan: FoldPlan,
+                   results: dict[int, HorizonResult]) -> dict[str, Any]:
+    """The manifest of a one-series run."""
+    series, split, L = run.series, run.split, cfg.task.context_length
+    return run_manifest(cfg, results, {
         "dataset": series.name,
         "source": series.source,
         "fingerprint": series.fingerprint(),
@@ -190,9 +203,4 @@ def build_manifest(cfg: Config, run: RunData, horizons: tuple[int, ...], plan: F
             "forecast": f"classical members refitted on all {series.n_rows} rows; the core keeps its "
                         + ("train+val" if cfg.task.refit == "train+val" else "train") + " fit",
         },
-        "members": member_status(results),
-        "results": {str(H): horizon_entry(r) for H, r in results.items()},
-        "config": cfg.to_dict(),
-        "versions": _versions(),
-        "seed": cfg.task.seed,
-    }
+    })
