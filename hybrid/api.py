@@ -137,14 +137,15 @@ class HybridForecaster:
 
         Args:
             horizon: steps to forecast (default: the smallest fitted horizon).
-            data: newer data with the run's columns (one series' run only); default the data fitted on.
+            data: newer data with the run's columns (a many-series run: a long file of its series); default
+                the data fitted on.
 
         Returns:
             One row per (channel or series, step), columns ``unique_id, ds, hybrid``, the bands
             ``hybrid-lo-<level>`` / ``hybrid-hi-<level>`` for each level (ascending), then one column per
             member with its point forecast, in original units. ``unique_id`` is the channel name of a wide
-            series (the series id of a long one); for a many-series run, the forecasts that the fit made
-            from each series' end.
+            series (the series id of a long one); for a many-series run without ``data``, the forecasts that
+            the fit made from each series' end.
         """
         run_dir, manifest = self._require_run()
         if is_panel(manifest):

@@ -370,14 +370,11 @@ def check_state_format(run_dir: Path, manifest: dict[str, Any]) -> None:
 
     Runs record ``"state_format"`` (:data:`hybrid.state.STATE_FORMAT`);
     older ones stored fitted members and combinations with joblib (pickles,
-    which run code when loaded) and are never opened. A many-series run keeps
-    only CSV forecasts and is always fine.
+    which run code when loaded) and are never opened.
 
     Raises:
         HybridInputError: the format is missing (an older run) or another one.
     """
-    if is_panel(manifest):
-        return
     found = manifest.get("state_format")
     if found is None:
         raise HybridInputError(f"{run_dir} was written by an older version (pickled state, which is never loaded); "
@@ -400,15 +397,19 @@ def _state_file(path: Path) -> Path:
     return path.with_name(f"{path.name}.json")
 
 
-def save_member(member: Forecaster, path: Path) -> str:
+def save_member(member: Forecaster | list[Forecaster], path: Path) -> str:
     """Store a fitted member at ``path`` (see :func:`member_path`); returns its kind for the manifest.
 
     Members with ``stores_itself`` (the core: ``save(dir)`` / ``load(dir)``, JSON + safetensors)
     write their own folder (kind ``"dir"``); every other member is written as
     state (kind ``"state"``, :func:`hybrid.state.save_state`: ``<path>.json``
-    and ``<path>.npz``).
+    and ``<path>.npz``); a list (a member of many series fitted series by series, one fit per series in the
+    run's order) as one state file too (kind ``"series"``).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(member, list):
+        save_state(member, _state_file(path))
+        return "series"
     if member.stores_itself:
         path.mkdir()
         member.save(path)
@@ -432,6 +433,12 @@ def load_member(path: Path, kind: str, cls_path: str) -> Forecaster:
     """
     module, _, qualname = cls_path.rpartition(".")
     cls = resolve_class(f"{module}:{qualname}", path.parent.parent / MANIFEST, base=Member)
+    if kind == "series":
+        fits = load_state(_state_file(path))
+        if type(fits) is not list or any(type(m) is not cls for m in fits):
+            raise HybridInputError(f"{_state_file(path)} does not hold a list of {cls_path}; the run is damaged, fit "
+                                   "it again.")
+        return fits
     if kind == "state":
         member = load_state(_state_file(path))
         if type(member) is not cls:
@@ -451,6 +458,49 @@ def load_member(path: Path, kind: str, cls_path: str) -> Forecaster:
         raise HybridInputError(f"{path} was written by an older version (pickled state, which is never loaded); "
                                "fit it again.")
     raise HybridInputError(f"{path}: unknown stored kind {kind!r} for {cls_path}; the run is damaged, fit it again.")
+
+
+def deployment_file(horizon: int) -> str:
+    """The combination of one horizon: ``combiner-h<H>.json`` (its arrays: ``combiner-h<H>.npz``)."""
+    return f"combiner-h{horizon}.json"
+
+
+def store_fits(stage: Path, results: dict[int, Any]) -> dict[str, dict[str, str]]:
+    """Save every horizon's production members and combination in a run; returns the manifest's
+    ``stored_members`` (member -> horizon -> ``kind:module.qualname``).
+
+    ``results``: horizon -> :class:`hybrid.records.HorizonResult`; each member's ``production`` is a fit, or a
+    list of fits (one per series) for a member of many series fitted series by series.
+    """
+    stored: dict[str, dict[str, str]] = {}
+    for H, result in results.items():
+        for name, fits in result.members.items():
+            kind = save_member(fits.production, member_path(stage, name, H))
+            cls = type(fits.production[0] if kind == "series" else fits.production)
+            stored.setdefault(name, {})[str(H)] = f"{kind}:{cls.__module__}.{cls.__qualname__}"
+        save_object(result.deployment, stage / deployment_file(H))
+    return stored
+
+
+def load_fits(run_dir: Path, manifest: dict[str, Any], horizon: int) -> tuple[dict[str, Any], Any]:
+    """The members stored for ``horizon`` (name -> fit, or list of per-series fits) and its combination.
+
+    Raises:
+        HybridInputError: the combination is missing or needs a member that is not stored (a damaged run).
+    """
+    members = {}
+    for name, by_h in manifest["stored_members"].items():
+        if str(horizon) in by_h:
+            kind, _, cls_path = by_h[str(horizon)].partition(":")
+            members[name] = load_member(member_path(run_dir, name, horizon), kind, cls_path)
+    path = run_dir / deployment_file(horizon)
+    if not path.is_file():
+        raise HybridInputError(f"{path} is missing; the run is damaged, fit it again.")
+    deployment = load_object(path)
+    missing = [n for n in deployment.members if n not in members]
+    if missing:
+        raise HybridInputError(f"the run's combination needs members {missing}, which are not stored; fit it again.")
+    return members, deployment
 
 
 def save_object(obj: Any, path: Path) -> None:

@@ -23,14 +23,17 @@ starts or ends) is not pivoted into a wide table that would have to align:
   weighs the same; per-series scores go to ``series_scores.csv``);
 - the production fits forecast the H steps after each series' end at fit time:
   ``hybrid forecast`` serves that table (``forecast.csv``, long format, with
-  the bands and each member's weight per series).
+  the bands and each member's weight per series);
+- the run stores the production fits (a local member: one per series, which
+  its tasks return) and each horizon's combination as a one-series run does
+  (:func:`hybrid.artifacts.store_fits`), and each series' scaler
+  (``series.npz``): ``hybrid forecast --data NEW.csv`` forecasts each series'
+  last window of the new file with them (series of the fit only).
 
 The Time-LLM core runs across series (a global model, every stage fitted on
 every series' windows, early-stopped on every series' validation part) only
 without references (``core.references`` and ``core.classical_text`` false):
-its reference tokens look forecasts up by row of one series. Not in panel
-mode: forecasting from new data (``--data`` with a panel run): fit again on
-the longer file.
+its reference tokens look forecasts up by row of one series.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +52,7 @@ from tqdm.auto import tqdm
 
 from hybrid import artifacts
 from hybrid.artifacts import PANEL, choose_horizon
-from hybrid.config import Config
+from hybrid.config import Config, config_from_dict
 from hybrid.crossfit import MemberFits, fit_in_one_pass, predict_by_fold, predict_many
 from hybrid.deployment import COMBINED, Deployment, deploy
 from hybrid.evaluation import Scoreboard, scores_train_only, train_only_scores
@@ -57,7 +61,7 @@ from hybrid.panel_report import HISTORY_FILE, history_frame
 from hybrid.records import HorizonResult, run_manifest
 from hybrid.sizing import choose_panel_context_length, core_folds
 from hybrid.stacking import OOFWindows, baseline_mse, sanity_gate
-from hybrid.state import STATE_FORMAT
+from hybrid.state import STATE_FORMAT, load_arrays
 from kernel.contract import Forecaster, Segment, TaskSpec
 from kernel.data import (
     LONG_COLUMNS,
@@ -84,6 +88,7 @@ logger = logging.getLogger(__name__)
 CHANNELS = ["y"]
 PERIOD_SERIES = 64  # series (the longest) whose training parts the panel's periods are detected on
 FORECAST_FILE = "forecast.csv"
+SERIES_FILE = "series.npz"  # each series' unique_id and scaler (mean, scale), for forecasts from new data
 SERIES_SCORES = "series_scores.csv"
 
 
@@ -181,20 +186,13 @@ class Panel:
         return out
 
 
-def load_panel(source: str, cfg: Config, max_horizon: int, frame: pd.DataFrame | None = None,
-               core_folds: int = 0) -> Panel:
-    """Read and validate a long file series by series, split, scale and plan folds for each.
-
-    ``data.split`` chooses each series' split as it does a wide series' (``auto``: ett for a dataset named
-    ETTh* / ETTm*, else ratio); ``core_folds`` > 0: each series also gets a fold plan with that many folds
-    for the core.
+def each_series(frame: pd.DataFrame, source: str, data_cfg: DataConfig) -> Iterator[tuple[str, pd.DataFrame, str]]:
+    """Every series of a long frame, validated on its own: ``(unique_id, its rows (column y) on a regular time
+    index, its spacing)``, in file order.
 
     Raises:
         HybridInputError: for every input problem, naming the series (``unique_id``) and the fix.
     """
-    L, data_cfg = cfg.task.context_length, cfg.data
-    if frame is None:
-        frame = pd.read_csv(source)
     missing = [c for c in LONG_COLUMNS if c not in frame.columns]
     if missing:
         raise HybridInputError(f"{source}: a long file needs columns {', '.join(LONG_COLUMNS)}; missing {missing}.")
@@ -206,10 +204,6 @@ def load_panel(source: str, cfg: Config, max_horizon: int, frame: pd.DataFrame |
                                "fix or remove those rows.")
     times = _parse_times(frame["ds"], "ds", source, dayfirst_setting(data_cfg))
     long = pd.DataFrame({"unique_id": frame["unique_id"].astype(str).to_numpy(), "y": y.to_numpy()}, index=times)
-    purge = None if cfg.stack.purge < 0 else cfg.stack.purge
-    name = data_cfg.name or dataset_name(source)
-    kind = resolve_split_kind(name, data_cfg.split)
-    ids, parts, splits, plans, core_plans, means, scales, lasts, freqs = [], [], [], [], [], [], [], [], []
     for uid, rows in long.groupby("unique_id", sort=False):
         where = f"{source} [unique_id {uid}]"
         data = rows[["y"]]
@@ -228,6 +222,28 @@ def load_panel(source: str, cfg: Config, max_horizon: int, frame: pd.DataFrame |
             data, freq = _regularise(data, data_cfg, where)
         except HybridInputError as exc:
             raise HybridInputError(f"unique_id {uid}: {exc}") from None
+        yield str(uid), data, freq
+
+
+def load_panel(source: str, cfg: Config, max_horizon: int, frame: pd.DataFrame | None = None,
+               core_folds: int = 0) -> Panel:
+    """Read and validate a long file series by series, split, scale and plan folds for each.
+
+    ``data.split`` chooses each series' split as it does a wide series' (``auto``: ett for a dataset named
+    ETTh* / ETTm*, else ratio); ``core_folds`` > 0: each series also gets a fold plan with that many folds
+    for the core.
+
+    Raises:
+        HybridInputError: for every input problem, naming the series (``unique_id``) and the fix.
+    """
+    L, data_cfg = cfg.task.context_length, cfg.data
+    if frame is None:
+        frame = pd.read_csv(source)
+    purge = None if cfg.stack.purge < 0 else cfg.stack.purge
+    name = data_cfg.name or dataset_name(source)
+    kind = resolve_split_kind(name, data_cfg.split)
+    ids, parts, splits, plans, core_plans, means, scales, lasts, freqs = [], [], [], [], [], [], [], [], []
+    for uid, data, freq in each_series(frame, source, data_cfg):
         values = data["y"].to_numpy(np.float32)[:, None]  # float32 in original units, as a wide series keeps them
         try:
             split = make_split(len(values), L, max_horizon, kind=kind, freq=freq, ratios=tuple(data_cfg.split_ratios))
@@ -244,7 +260,7 @@ def load_panel(source: str, cfg: Config, max_horizon: int, frame: pd.DataFrame |
                 core_plans.append(make_fold_plan(split.val_end, L, max_horizon, core_folds, purge))
         except HybridInputError as exc:
             raise HybridInputError(f"unique_id {uid}: {exc}") from None
-        ids.append(str(uid))
+        ids.append(uid)
         parts.append(scaler.transform(values))
         splits.append(split)
         plans.append(plan)
@@ -294,12 +310,13 @@ def _with_backtest(member: Forecaster, context: np.ndarray, horizon: int, steps:
 
 
 def local_task(job: SeriesJob, name: str, cfg: Config, spec: TaskSpec, steps: int) -> dict[str, Any]:
-    """Every stage of one local member on one series; returns float32 forecasts only.
+    """Every stage of one local member on one series; returns float32 forecasts and the production fit only.
 
     Keys: ``oof`` / ``oof_bt`` (the out-of-fold windows ``job.starts``),
     ``test`` / ``test_bt`` (every test window), ``test_train`` (the same by
     the train-only fit, when ``stack.train_only`` scores it), ``prod`` /
-    ``prod_bt`` (the window ending at the series' end), ``fallback`` (the
+    ``prod_bt`` (the window ending at the series' end), ``production`` (the
+    production fit, stored for forecasts from new data), ``fallback`` (the
     selection fit fell back to seasonal naive), ``fold_fallbacks`` (how many
     fold fits did: short series leave folds few training points).
     """
@@ -321,7 +338,7 @@ def local_task(job: SeriesJob, name: str, cfg: Config, spec: TaskSpec, steps: in
 
     return {"oof": oof, "oof_bt": oof_bt, "test": test, "test_bt": test_bt,
             "test_train": predict_many(selection, test_ctx, H) if scores_train_only(cfg, False) else None,
-            "prod": prod, "prod_bt": prod_bt, "fallback": fell_back(selection),
+            "prod": prod, "prod_bt": prod_bt, "production": production, "fallback": fell_back(selection),
             "fold_fallbacks": sum(map(fell_back, folds))}
 
 
@@ -333,14 +350,21 @@ class PanelFits:
     Attributes:
         fit: one global fit, or one task per series (and how many fell back to seasonal naive).
         folds: fold fits per series.
-        fits: a global member's fits at every stage; None for a local one (its tasks return forecasts only).
+        fits: a global member's fits at every stage (only the production fit is kept); None for a local one.
+        series_fits: a local member's production fit of each series (its tasks return no other fit).
         seconds: fit seconds.
     """
 
     fit: str
     folds: int
     fits: MemberFits | None = None
+    series_fits: list[Forecaster] | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def production(self) -> Forecaster | list[Forecaster]:
+        """What the run stores (:func:`hybrid.artifacts.store_fits`): the production fit, or one per series."""
+        return self.fits.production if self.fits is not None else self.series_fits
 
     def describe(self) -> dict[str, Any]:
         out = self.fits.describe() if self.fits is not None else {"folds": self.folds}
@@ -413,7 +437,8 @@ def fit_horizon(cfg: Config, panel: Panel, names: tuple[str, ...], H: int, bar: 
                 prod_bt[name] = np.concatenate([r["prod_bt"] for r in res])
                 n_fb, n_fold_fb = sum(r["fallback"] for r in res), sum(r["fold_fallbacks"] for r in res)
                 fits[name] = PanelFits(f"fitted per series ({panel.n_series} tasks); {n_fb} fell back to seasonal "
-                                       f"naive, and {n_fold_fb} of {panel.n_series * n_folds} fold fits", n_folds)
+                                       f"naive, and {n_fold_fb} of {panel.n_series * n_folds} fold fits", n_folds,
+                                       series_fits=[r["production"] for r in res])
             else:
                 core = uses_references(make_member(name, cfg))
                 plans = panel.core_plans if core and panel.core_plans else panel.plans  # stack.core_folds
@@ -468,8 +493,9 @@ def fit_horizon(cfg: Config, panel: Panel, names: tuple[str, ...], H: int, bar: 
         "unique_id", sort=False).mean()
     per_series.insert(0, "test_windows", np.bincount(series_of_test, minlength=panel.n_series))
     per_series.insert(0, "horizon", H)
-    return PanelHorizon(result, production_frame(panel, deployment, last_ctx, prod_fc, prod_bt, H),
-                        per_series.reset_index())
+    forecast = production_frame(deployment, last_ctx, prod_fc, prod_bt, panel.ids, panel.mean, panel.scale,
+                                panel.last, panel.freq)
+    return PanelHorizon(result, forecast, per_series.reset_index())
 
 
 def _fit_global(name: str, cfg: Config, panel: Panel, spec: TaskSpec, steps: int, plans: list[FoldPlan],
@@ -496,18 +522,21 @@ def _fit_global(name: str, cfg: Config, panel: Panel, spec: TaskSpec, steps: int
     return fitted
 
 
-def production_frame(panel: Panel, deployment: Deployment, last_ctx: np.ndarray, fc: dict[str, np.ndarray],
-                     bt: dict[str, np.ndarray], H: int) -> pd.DataFrame:
-    """The H steps after every series' end: ``unique_id, ds, hybrid``, its bands, each member and its weight."""
+def production_frame(deployment: Deployment, context: np.ndarray, fc: dict[str, np.ndarray],
+                     bt: dict[str, np.ndarray], ids: list[str], mean: np.ndarray, scale: np.ndarray,
+                     last: list[pd.Timestamp], freq: str) -> pd.DataFrame:
+    """The H steps after each series' end (``context`` [S, 1, L] its last window, scaled; ``fc`` / ``bt`` each
+    member's forecasts and backtests of it): ``unique_id, ds, hybrid``, its bands, each member and its weight."""
     fc = {n: fc[n] for n in deployment.members}
-    _, W, combined = deployment.forecast(last_ctx, fc, bt)  # weights [S, 1, M], hybrid [S, 1, H]
-    mean, scale = panel.mean[:, None], panel.scale[:, None]
+    _, W, combined = deployment.forecast(context, fc, bt)  # weights [S, 1, M], hybrid [S, 1, H]
+    H = combined.shape[-1]
+    mean, scale = np.asarray(mean)[:, None], np.asarray(scale)[:, None]
     cols: dict[str, Any] = {
-        "unique_id": np.repeat(panel.ids, H),
-        "ds": np.concatenate([future_timestamps(t, H, panel.freq) for t in panel.last]),
+        "unique_id": np.repeat(ids, H),
+        "ds": np.concatenate([future_timestamps(t, H, freq) for t in last]),
         COMBINED: (combined[:, 0] * scale + mean).ravel(),
     }
-    for lv, (lo, hi) in deployment.band_sets(last_ctx, fc, combined, members=False).get(COMBINED, {}).items():
+    for lv, (lo, hi) in deployment.band_sets(context, fc, combined, members=False).get(COMBINED, {}).items():
         cols[f"{COMBINED}-lo-{lv:g}"] = (lo[:, 0] * scale + mean).ravel()
         cols[f"{COMBINED}-hi-{lv:g}"] = (hi[:, 0] * scale + mean).ravel()
     for k, n in enumerate(deployment.members):
@@ -546,7 +575,7 @@ def fit_panel(cfg: Config, source: str, frame: pd.DataFrame, horizons: tuple[int
     bar.close()
     lengths = panel.lengths()
     manifest = run_manifest(cfg, {H: r.result for H, r in results.items()}, {
-        "state_format": STATE_FORMAT,  # nothing fitted is stored (forecasts are CSV), so none is ever a pickle
+        "state_format": STATE_FORMAT,  # fitted members and combinations as JSON + .npz (+ safetensors)
         "layout": PANEL,
         "dataset": panel.name,
         "source": panel.source,
@@ -572,20 +601,62 @@ def fit_panel(cfg: Config, source: str, frame: pd.DataFrame, horizons: tuple[int
         pd.concat([r.series_scores for r in results.values()]).to_csv(stage / SERIES_SCORES, index=False)
         history = [panel.series(i)[:, 0] * panel.scale[i] + panel.mean[i] for i in range(panel.n_series)]
         history_frame(panel.ids, history, panel.last, panel.freq).to_csv(stage / HISTORY_FILE, index=False)
+        manifest["stored_members"] = artifacts.store_fits(stage, {H: r.result for H, r in results.items()})
+        np.savez(stage / SERIES_FILE, ids=np.array(panel.ids, dtype=str), mean=panel.mean, scale=panel.scale)
         manifest["fit_seconds_total"] = round(time.perf_counter() - t_start, 2)
         artifacts.write_json(stage / artifacts.MANIFEST, manifest)
     logger.info("run written to %s", final)
     return final, manifest
 
 
-def panel_forecast(run_dir: Path, manifest: dict[str, Any], horizon: int | None, data: str | None
+def panel_forecast(run_dir: Path, manifest: dict[str, Any], horizon: int | None, data: DataSource
                    ) -> tuple[pd.DataFrame, int]:
-    """``hybrid forecast`` for a panel run: the production forecasts made at fit time, cut to ``horizon``."""
-    if data is not None:
-        raise HybridInputError("--data is not supported for a many-series (long) run: its forecasts are made at fit "
-                               "time from each series' end; fit again on the longer file.")
+    """``hybrid forecast`` for a panel run, cut to ``horizon``: the production forecasts made at fit time, or
+    (``data``: a long file of the run's series) those from the end of each series in ``data``."""
     fitted = choose_horizon(horizon, manifest["horizons"])
-    frame = pd.read_csv(run_dir / FORECAST_FILE)
-    frame = frame[frame["horizon"] == fitted].drop(columns="horizon")
+    if data is None:
+        frame = pd.read_csv(run_dir / FORECAST_FILE)
+        frame = frame[frame["horizon"] == fitted].drop(columns="horizon")
+    else:
+        frame = forecast_new_data(run_dir, manifest, fitted, data)
     frame = frame.groupby("unique_id", sort=False).head(horizon or fitted)
     return frame.reset_index(drop=True), fitted
+
+
+def forecast_new_data(run_dir: Path, manifest: dict[str, Any], H: int, data: DataSource) -> pd.DataFrame:
+    """Fitted horizon ``H``'s forecasts after the end of each series of ``data`` (a long file of series the run
+    was fitted on, scaled as they were), by the stored production members and combination."""
+    if "stored_members" not in manifest:
+        raise HybridInputError(f"{run_dir} keeps no fitted members (a many-series run of an older version); fit "
+                               "it again to forecast from new data.")
+    cfg, label, L = config_from_dict(manifest["config"]), source_label(data), manifest["context_length"]
+    stored = load_arrays(run_dir / SERIES_FILE)
+    index = {str(uid): i for i, uid in enumerate(stored["ids"])}
+    ids, rows, contexts, last = [], [], [], []
+    for uid, series, freq in each_series(read_table(data, cfg.data), label, cfg.data):
+        why = ("was not in the fit (forecast the run's series only, or fit again with it)" if uid not in index
+               else f"is spaced {freq}, the run {manifest['freq']}" if freq != manifest["freq"]
+               else f"has {len(series)} rows; forecasting needs the last {L} (context_length)" if len(series) < L
+               else "")
+        if why:
+            raise HybridInputError(f"--data {label}: unique_id {uid} {why}.")
+        i = index[uid]
+        scaler = Scaler(stored["mean"][i : i + 1], stored["scale"][i : i + 1])
+        contexts.append(scaler.transform(series["y"].to_numpy(np.float32)[-L:, None]).T)
+        ids.append(uid)
+        rows.append(i)
+        last.append(series.index[-1])
+    context = np.ascontiguousarray(np.stack(contexts))  # [S, 1, L]
+    members, deployment = artifacts.load_fits(run_dir, manifest, H)
+    local = {n for n, by_h in manifest["stored_members"].items() if by_h.get(str(H), "").startswith("series:")}
+
+    def predict(name: str, ctx: np.ndarray) -> np.ndarray:
+        if name in local:  # one fit per series of the run
+            return np.concatenate([predict_many(members[name][i], ctx[k : k + 1], H) for k, i in enumerate(rows)])
+        return predict_many(members[name], ctx, H)
+
+    fc = {n: predict(n, context) for n in deployment.members}
+    bt = {n: predict(n, shift_context(context, deployment.steps))[:, :, :deployment.steps]
+          for n in deployment.backtest_members}
+    return production_frame(deployment, context, fc, bt, ids, stored["mean"][rows], stored["scale"][rows], last,
+                            manifest["freq"])

@@ -54,6 +54,7 @@ def write_panel_report(run_dir: Path, manifest: dict[str, Any], frame: pd.DataFr
     scores = scores[scores["horizon"] == fitted]
     scores["unique_id"] = scores["unique_id"].astype(str)
     frame = frame.assign(unique_id=frame["unique_id"].astype(str))
+    scores = scores[scores["unique_id"].isin(frame["unique_id"])]  # a forecast from new data may hold fewer series
     weights = frame.groupby("unique_id", sort=False)[[f"weight:{m}" for m in members]].first()
     n_series = frame["unique_id"].nunique()
     lines = [f"# Vote report: {manifest['dataset']} ({n_series} series, {len(frame) // max(1, n_series)} steps)",

@@ -380,15 +380,7 @@ def fit_run(cfg: Config, data: DataSource, run_dir: str | Path | None = None, ov
     if not is_main_process():  # torchrun: every rank fits (the core trains data-parallel), rank 0 alone writes the run
         return FitResult(Path(), manifest)
     with artifacts.staged_run_dir(run_dir, run.series.name, overwrite=overwrite, latest=latest) as (stage, final):
-        stored: dict[str, dict[str, str]] = {}
-        for H, result in results.items():
-            for name, fits in result.members.items():
-                path = artifacts.member_path(stage, name, H)
-                kind = artifacts.save_member(fits.production, path)
-                cls = type(fits.production)
-                stored.setdefault(name, {})[str(H)] = f"{kind}:{cls.__module__}.{cls.__qualname__}"
-            artifacts.save_object(result.deployment, stage / deployment_file(H))
-        manifest["stored_members"] = stored
+        manifest["stored_members"] = artifacts.store_fits(stage, results)
         manifest["state_format"] = STATE_FORMAT  # members and combinations as JSON + .npz (+ safetensors): no pickles
         # The last L rows (original units) let `hybrid forecast` run without the data file.
         np.savez(stage / "tail.npz", values=run.series.values[-L:],
@@ -397,11 +389,6 @@ def fit_run(cfg: Config, data: DataSource, run_dir: str | Path | None = None, ov
         artifacts.write_json(stage / artifacts.MANIFEST, manifest)
     logger.info("run written to %s", final)
     return FitResult(final, manifest)
-
-
-def deployment_file(horizon: int) -> str:
-    """The combination of one horizon: ``combiner-h<H>.json`` (its arrays: ``combiner-h<H>.npz``)."""
-    return f"combiner-h{horizon}.json"
 
 
 # ----------------------------------------------------------------------------- forecast
@@ -440,16 +427,6 @@ class ForecastResult:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def load_fitted(run_dir: Path, manifest: dict[str, Any], horizon: int) -> dict[str, Any]:
-    out = {}
-    for name, by_h in manifest["stored_members"].items():
-        if str(horizon) not in by_h:
-            continue
-        kind, _, cls_path = by_h[str(horizon)].partition(":")
-        out[name] = artifacts.load_member(artifacts.member_path(run_dir, name, horizon), kind, cls_path)
-    return out
-
-
 def _context_rows(run_dir: Path, manifest: dict[str, Any], data: DataSource
                   ) -> tuple[np.ndarray, pd.DatetimeIndex, str]:
     """Last L rows (original units) and their timestamps, from the run or new data."""
@@ -483,16 +460,9 @@ def forecast_run(run_dir: Path, horizon: int | None = None, data: DataSource = N
     values, stamps, freq = _context_rows(run_dir, manifest, data)
     scaler = Scaler.from_dict(manifest["scaler"])
     context = scaler.transform(values).T[None]  # [1, C, L]
-    members = load_fitted(run_dir, manifest, fitted_h)
+    members, deployment = artifacts.load_fits(run_dir, manifest, fitted_h)
     columns = manifest["columns"]
     out_idx = [columns.index(c) for c in manifest["output_columns"]]
-    path = run_dir / deployment_file(fitted_h)
-    if not path.is_file():
-        raise HybridInputError(f"{path} is missing; the run is damaged, fit it again.")
-    deployment: Deployment = artifacts.load_object(path)
-    missing = [n for n in deployment.members if n not in members]
-    if missing:
-        raise HybridInputError(f"the run's combination needs members {missing}, which are not stored; fit it again.")
     fc: dict[str, np.ndarray] = {}
     for name in deployment.members:
         if not uses_references(members[name]):

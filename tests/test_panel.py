@@ -124,9 +124,39 @@ def test_fit_forecast_evaluate_on_series_of_different_lengths(capsys, tmp_path):
     capsys.readouterr()
     assert main(["evaluate", "--json"]) == 0
     assert "hybrid" in json.loads(capsys.readouterr().out)["horizons"]["12"]
-    assert main(["forecast", "--data", str(path)]) == 2  # refused, in one line that says what to do instead
+
+
+def test_forecast_from_new_data_by_the_stored_fits_of_every_series(capsys, tmp_path):
+    """forecast --data on a many-series run: each series' last window of the new file, scaled as at fit time,
+    forecast by the stored production members (ETS: one fit per series) and the stored combination. The fitted
+    file gives back the forecasts made at fit time; a longer file forecasts from its own ends."""
+    ends = {"north": ("2022-01-01", 300), "south": ("2022-02-10 05:00", 420)}
+    full = {uid: (start, _seasonal(n + 24, k)) for k, (uid, (start, n)) in enumerate(ends.items())}
+    fitted = tmp_path / "fitted.csv"
+    _long({uid: (start, y[: ends[uid][1]]) for uid, (start, y) in full.items()}).to_csv(fitted, index=False)
+    assert main(["fit", "--data", str(fitted), *FAST, "--members", "seasonal_naive,linear,ets"]) == 0
+    assert main(["forecast"]) == 0
+    at_fit = pd.read_csv("runs/latest/forecast-h12.csv")
+    assert main(["forecast", "--data", str(fitted), "--output", "again.csv"]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv("again.csv"), at_fit, rtol=1e-9)
+
+    longer = tmp_path / "longer.csv"
+    _long({"south": full["south"]}).to_csv(longer, index=False)  # 24 rows more, and one series of the two
+    assert main(["forecast", "--data", str(longer), "--output", "later.csv"]) == 0
+    later = pd.read_csv("later.csv", parse_dates=["ds"])
+    assert set(later["unique_id"]) == {"south"} and len(later) == 12
+    assert later["ds"].iloc[0] == pd.Timestamp("2022-02-10 05:00") + pd.Timedelta(hours=420 + 24)
+    before = at_fit[at_fit["unique_id"] == "south"]
+    for column in ("hybrid", "ets", "linear"):
+        assert not np.allclose(later[column], before[column]), column
+    assert later["hybrid"].between(0, 20).all()  # in the series' own units (about 10 +- 3)
+
+    capsys.readouterr()
+    stranger = tmp_path / "stranger.csv"
+    _long({"west": ("2022-01-01", _seasonal(200, 9))}).to_csv(stranger, index=False)
+    assert main(["forecast", "--data", str(stranger)]) == 2
     err = capsys.readouterr().err.strip()
-    assert "--data is not supported for a many-series" in err and "fit again" in err and len(err.splitlines()) == 1
+    assert "unique_id west was not in the fit" in err and len(err.splitlines()) == 1
 
 
 def test_every_fold_keeps_out_of_fold_windows_when_series_outnumber_the_window_budget(tmp_path):
