@@ -142,6 +142,8 @@ class Trainer:
         params = [p for p in self.net.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         total = max(2, steps_per_epoch * cfg.epochs)
+        if cfg.schedule == "onecycle" and abs(cfg.pct_start * total - 1.0) < 1e-9:
+            total += 1  # OneCycleLR divides by its warm-up in steps, pct_start * total - 1: zero here (e.g. 5 x 0.2)
         if cfg.schedule == "onecycle":
             sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=cfg.pct_start)
         elif cfg.schedule == "cosine":

@@ -277,3 +277,19 @@ def test_minilm_one_layer_on_taylor() -> None:
     assert out.shape == (len(ctx[::10]), 1, 24) and np.isfinite(out).all()
     assert member.llm_layers_ == 1 and len(member.net_.backbone.encoder.layer) == 1
     assert "top 5 lags" in prompt_texts(ctx[0], 96, 24, 5)[0]
+
+
+@pytest.mark.parametrize("steps", [1, 2, 5, 10])
+def test_onecycle_schedule_survives_every_short_run(steps: int) -> None:
+    """OneCycleLR divides by pct_start x steps - 1; a run of exactly 5 steps at pct_start 0.2 divided by zero and the
+    core failed on a many-series fit of three short series."""
+    from llm_core.config import CoreConfig
+    from llm_core.trainer import Trainer
+
+    net = torch.nn.Linear(2, 2)
+    trainer = Trainer(net, CoreConfig(epochs=1, schedule="onecycle", pct_start=0.2), torch.device("cpu"), None)
+    opt, sched, _ = trainer._optimiser(steps)
+    for _ in range(steps):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] >= 0
