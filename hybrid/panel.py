@@ -42,7 +42,7 @@ import functools
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -558,12 +558,13 @@ def fit_panel(cfg: Config, source: str, frame: pd.DataFrame, horizons: tuple[int
     t_start = time.perf_counter()
     lengths = frame.groupby(frame["unique_id"].astype(str), sort=False).size().tolist() if "unique_id" in frame else []
     cfg, sizing = choose_panel_context_length(cfg, lengths or [0], horizons)
-    for name in cfg.task.members:
-        if uses_references(make_member(name, cfg)) and (cfg.core.references or cfg.core.classical_text):
-            raise HybridInputError(
-                f"member {name} (the Time-LLM core) runs on many series only without references (they are looked up "
-                "by row of one series): add --set core.references=false --set core.classical_text=false, or drop it."
-            )
+    readers = [n for n in cfg.task.members if uses_references(make_member(n, cfg))]
+    if readers and (cfg.core.references or cfg.core.classical_text):
+        # reference tokens look forecasts up by row of one series: on many series the core adapts, as a member that
+        # cannot fit a short series does, instead of stopping the default member set
+        logger.warning("%s (the Time-LLM core) reads no references on many series (they are looked up by row of one "
+                       "series): core.references and core.classical_text are off for this run.", ", ".join(readers))
+        cfg = replace(cfg, core=replace(cfg.core, references=False, classical_text=False))
     has_core = any(uses_references(make_member(n, cfg)) for n in cfg.task.members)
     panel = load_panel(source, cfg, max(horizons), frame, min(core_folds(cfg), cfg.stack.folds) if has_core else 0)
     names = expand_period_experts(cfg.task.members, cfg.task.period_experts, panel.periods.dominant,
