@@ -59,7 +59,7 @@ from hybrid.evaluation import Scoreboard, scores_train_only, train_only_scores
 from hybrid.members import expand_period_experts, make_member, uses_references
 from hybrid.panel_report import HISTORY_FILE, history_frame
 from hybrid.records import HorizonResult, run_manifest
-from hybrid.sizing import choose_panel_context_length, core_folds
+from hybrid.sizing import choose_panel_context_length, core_folds, fit_fold_plans
 from hybrid.stacking import OOFWindows, baseline_mse, sanity_gate
 from hybrid.state import STATE_FORMAT, load_arrays
 from kernel.contract import Forecaster, Segment, TaskSpec
@@ -80,7 +80,7 @@ from kernel.data import (
 from kernel.errors import HybridInputError
 from kernel.parallel import parallel_map
 from kernel.periods import Periods, detect_periods
-from kernel.protocol import FoldPlan, Scaler, Split, gather_windows, make_fold_plan, make_split, windows
+from kernel.protocol import FoldPlan, Scaler, Split, gather_windows, make_split, windows
 from router.features import backtest_steps, shift_context
 
 logger = logging.getLogger(__name__)
@@ -254,20 +254,21 @@ def load_panel(source: str, cfg: Config, max_horizon: int, frame: pd.DataFrame |
         if float(train.std(dtype=np.float64)) < 1e-8 * max(1.0, float(np.abs(scaler.mean[0]))):
             raise HybridInputError(f"unique_id {uid} is constant over its training part ({train[0, 0]:g}); there is "
                                    "nothing to learn from it: drop it from the file.")
-        try:
-            plan = make_fold_plan(split.val_end, L, max_horizon, cfg.stack.folds, purge)
-            if core_folds:
-                core_plans.append(make_fold_plan(split.val_end, L, max_horizon, core_folds, purge))
-        except HybridInputError as exc:
-            raise HybridInputError(f"unique_id {uid}: {exc}") from None
         ids.append(uid)
         parts.append(scaler.transform(values))
         splits.append(split)
-        plans.append(plan)
         means.append(float(scaler.mean[0]))
         scales.append(float(scaler.scale[0]))
         lasts.append(data.index[-1])
         freqs.append(freq)
+    ends = [sp.val_end for sp in splits]
+    try:  # one fold count for every series, moved as the wide path moves it (hybrid.sizing.fit_fold_plans)
+        plans = fit_fold_plans(ends, L, max_horizon, cfg.stack.folds, purge)
+        if core_folds:
+            core_plans = fit_fold_plans(ends, L, max_horizon, min(core_folds, plans[0].n_folds), purge,
+                                        "stack.core_folds")
+    except HybridInputError as exc:
+        raise HybridInputError(f"unique_id {ids[int(np.argmin(ends))]}: {exc}") from None
     kinds = sorted(set(freqs))
     if len(kinds) > 1:
         raise HybridInputError(f"{source}: the series have different spacings ({', '.join(kinds)}); a panel needs one "

@@ -23,6 +23,7 @@ on them are the periods the fit will find.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -179,9 +180,10 @@ def _validation_mse(series: Series, scaler: Scaler, L: int, H: int, kind: str, r
     return float(min(member.val_mse_by_alpha_.values()))
 
 
-def fit_fold_plan(history_end: int, context_length: int, max_horizon: int, folds: int, purge: int | None,
-                  key: str = "stack.folds") -> FoldPlan:
-    """The fold plan with ``folds`` folds, or with the nearest count that leaves every fold a training window.
+def fit_fold_plans(history_ends: Sequence[int], context_length: int, max_horizon: int, folds: int,
+                   purge: int | None, key: str = "stack.folds") -> list[FoldPlan]:
+    """One fold plan per series, all with ``folds`` folds or the nearest count that leaves every fold of every
+    series a training window (fold k of many series is fold k of each, so the count is shared).
 
     On a short history a fold's hole (its rows, its targets and the purge gap) can leave no segment long
     enough for a training window on either side; smaller folds (more of them) leave more, larger ones less.
@@ -191,15 +193,25 @@ def fit_fold_plan(history_end: int, context_length: int, max_horizon: int, folds
     """
     if folds < 2:
         raise HybridInputError(f"{key} must be at least 2; got {folds}.")
-    plan = _plan(history_end, context_length, max_horizon, folds, purge)
-    if plan is None:
-        raise HybridInputError(
-            f"cross-fitting: no count of folds ({key}, 2 to {MAX_FOLDS}) leaves every fold a training window on a "
-            f"history of {history_end} rows with context_length {context_length} + horizon {max_horizon}; use a "
-            "shorter --context-length (or task.context_length: auto) or --horizon"
-            + (", or a smaller stack.purge" if purge else "") + ".")
-    if plan.n_folds != folds:
-        logger.warning("%s: %d folds leave a fold without a training window on a history of %d rows "
-                       "(context_length %d, horizon %d); using %d.", key, folds, history_end, context_length,
-                       max_horizon, plan.n_folds)
-    return plan
+    shortest = min(history_ends)
+    for k in _fold_counts(folds):
+        try:
+            plans = [make_fold_plan(end, context_length, max_horizon, k, purge) for end in history_ends]
+        except HybridInputError:
+            continue
+        if k != folds:
+            logger.warning("%s: %d folds leave a fold without a training window on a history of %d rows "
+                           "(context_length %d, horizon %d); using %d.", key, folds, shortest, context_length,
+                           max_horizon, k)
+        return plans
+    raise HybridInputError(
+        f"cross-fitting: no count of folds ({key}, 2 to {MAX_FOLDS}) leaves every fold a training window on a "
+        f"history of {shortest} rows with context_length {context_length} + horizon {max_horizon}; use a "
+        "shorter --context-length (or task.context_length: auto) or --horizon"
+        + (", or a smaller stack.purge" if purge else "") + ".")
+
+
+def fit_fold_plan(history_end: int, context_length: int, max_horizon: int, folds: int, purge: int | None,
+                  key: str = "stack.folds") -> FoldPlan:
+    """:func:`fit_fold_plans` for one series."""
+    return fit_fold_plans([history_end], context_length, max_horizon, folds, purge, key)[0]

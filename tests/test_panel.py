@@ -303,3 +303,17 @@ def test_bad_panels_exit_2_naming_the_series(capsys, tmp_path, bad, extra, needl
     err = capsys.readouterr().err
     assert needle in err and len(err.strip().splitlines()) == 1
     assert not Path("runs").exists() or not any(Path("runs").iterdir())  # nothing written half-way
+
+
+def test_one_fold_count_for_every_series_moves_as_on_one_series(tmp_path, capsys):
+    """A short series whose history 2 folds cannot cut (180 rows: 4 or 5 fit) moves the panel's count, with one
+    warning naming the key, as a wide series does; before, the fit stopped on that series."""
+    rng = np.random.default_rng(6)
+    path = tmp_path / "two.csv"
+    _long({"long": ("2021-01-01", rng.normal(size=300)), "short": ("2021-02-01", rng.normal(size=180))}).to_csv(
+        path, index=False)
+    assert main(["fit", "--data", str(path), *FAST, "--members", "linear", "--set", "stack.folds=2"]) == 0
+    warned = [ln for ln in capsys.readouterr().err.splitlines() if "stack.folds: 2 folds leave a fold" in ln]
+    assert len(warned) == 1 and warned[0].endswith("using 4.")
+    entry = json.loads(Path("runs/latest/manifest.json").read_text())["results"]["12"]
+    assert sorted(entry["metrics"]["linear"]["oof"]["by_fold"]) == ["0", "1", "2", "3"]
