@@ -222,11 +222,15 @@ def _forecast_panel(args: argparse.Namespace, run_dir: Path, manifest: dict[str,
     tmp.replace(out)
     weights = frame.filter(like="weight:").groupby(frame["unique_id"]).first().mean()
     shown = ", ".join(f"{k.removeprefix('weight:')} {w:.2f}" for k, w in weights.sort_values(ascending=False).items()
-                      if w > 0)
+                      if w >= 0.005)
     n = frame["unique_id"].nunique()
-    print(f"forecast of {args.horizon or fitted} steps for {n} series (fitted horizon {fitted}); mean weights: {shown}")
-    print(frame.head(10).to_string(index=False, float_format=lambda x: f"{x:.4g}"))
-    print(f"wrote {out} (long format: unique_id, ds, hybrid, its bands, every member and its weight per series)")
+    print(textwrap.fill(f"forecast of {args.horizon or fitted} steps for {n} series (fitted horizon {fitted}); mean "
+                        f"weights: {shown}", width=PREVIEW_WIDTH, subsequent_indent="  "))
+    shown_cols = [c for c in frame.columns if c in ("unique_id", "ds") or c.startswith("hybrid")]
+    values = {c: fmt_value for c in shown_cols if c not in ("unique_id", "ds")}
+    first = frame[shown_cols].groupby("unique_id", sort=False).head(2).head(2 * PREVIEW_ROWS)  # a few series' start
+    print(first.to_string(index=False, formatters=values))
+    print(f"wrote {out} (long format; every member and its weight per series too)")
     written = write_panel_report(run_dir, manifest, frame, fitted, out.parent)
     print(f"vote report: {written[0]}" + (f" and {len(written) - 1} plot(s) of a few series" if len(written) > 1 else ""))
     return 0

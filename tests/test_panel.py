@@ -317,3 +317,22 @@ def test_one_fold_count_for_every_series_moves_as_on_one_series(tmp_path, capsys
     assert len(warned) == 1 and warned[0].endswith("using 4.")
     entry = json.loads(Path("runs/latest/manifest.json").read_text())["results"]["12"]
     assert sorted(entry["metrics"]["linear"]["oof"]["by_fold"]) == ["0", "1", "2", "3"]
+
+
+def test_many_series_forecast_preview_is_readable(tmp_path, capsys):
+    """The terminal shows the combined forecast and its bands for the start of a few series, in the data's units
+    without scientific notation; members and weights stay in the CSV (before: every column, wrapped, 1.5e-16)."""
+    rng = np.random.default_rng(7)
+    path = tmp_path / "p.csv"
+    _long({f"s{i}": (f"2021-01-0{1 + i}", 1000 + rng.normal(size=300 + 20 * i).cumsum()) for i in range(3)}).to_csv(
+        path, index=False)  # different ends: many series, not channels of one
+    assert main(["fit", "--data", str(path), *FAST, "--members", "linear,nlinear,seasonal_naive"]) == 0
+    capsys.readouterr()
+    assert main(["forecast"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(i for i, ln in enumerate(lines) if ln.split()[:3] == ["unique_id", "ds", "hybrid"])
+    table = lines[header:header + 7]
+    assert table[0].split() == ["unique_id", "ds", "hybrid", "hybrid-lo-80", "hybrid-hi-80", "hybrid-lo-95",
+                                "hybrid-hi-95"]
+    assert [ln.split()[0] for ln in table[1:]] == ["s0", "s0", "s1", "s1", "s2", "s2"]
+    assert all(len(ln) <= 110 for ln in lines[: header + 7]) and not any("e-" in ln or "e+" in ln for ln in table)
