@@ -566,8 +566,7 @@ def fit_panel(cfg: Config, source: str, frame: pd.DataFrame, horizons: tuple[int
         logger.warning("%s (the Time-LLM core) reads no references on many series (they are looked up by row of one "
                        "series): core.references and core.classical_text are off for this run.", ", ".join(readers))
         cfg = replace(cfg, core=replace(cfg.core, references=False, classical_text=False))
-    has_core = any(uses_references(make_member(n, cfg)) for n in cfg.task.members)
-    panel = load_panel(source, cfg, max(horizons), frame, min(core_folds(cfg), cfg.stack.folds) if has_core else 0)
+    panel = load_panel(source, cfg, max(horizons), frame, core_folds(cfg) if readers else 0)
     names = expand_period_experts(cfg.task.members, cfg.task.period_experts, panel.periods.dominant,
                                   cfg.task.context_length)
     results: dict[int, PanelHorizon] = {}
