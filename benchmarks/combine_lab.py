@@ -63,8 +63,7 @@ def case_config(c: Any, core: bool, extra: list[str] | None = None) -> Config:
 def dump(name: str, core: bool, extra: list[str]) -> list[Path]:
     """Fit every member of case ``name`` and store its out-of-fold and test forecasts per horizon."""
     from hybrid.members import expand_period_experts, make_member, uses_references
-    from hybrid.pipeline import HorizonFitter, check_config, core_folds, prepare_data
-    from kernel.protocol import make_fold_plan, windows
+    from hybrid.pipeline import HorizonFitter, check_config, fold_plans, prepare_data
 
     c = case(name)
     OUT_CSV.mkdir(parents=True, exist_ok=True)
@@ -72,24 +71,21 @@ def dump(name: str, core: bool, extra: list[str]) -> list[Path]:
     horizons = check_config(cfg)
     L, H_max = cfg.task.context_length, max(horizons)
     run = prepare_data(cfg, c.source(OUT_CSV), H_max)
-    purge = None if cfg.stack.purge < 0 else cfg.stack.purge
-    plan = make_fold_plan(run.history_end, L, H_max, cfg.stack.folds, purge)
     names = expand_period_experts(cfg.task.members, cfg.task.period_experts, run.periods.dominant, L)
     has_core = any(uses_references(make_member(n, cfg)) for n in names)
-    core_plan = make_fold_plan(run.history_end, L, H_max, core_folds(cfg), purge) if has_core else plan
+    plans, core_plans = fold_plans(cfg, run, H_max, has_core)
     paths = []
     cache: dict = {}
     for H in horizons:
         t0 = time.perf_counter()
-        fitter = HorizonFitter(cfg, run, H, plan, core_plan, names, cache)
-        fitter.cache_horizon = H_max
+        fitter = HorizonFitter(cfg, run, H, plans, core_plans, names, cache, cache_horizon=H_max)
         got = fitter.collect()
         fit_s = time.perf_counter() - t0
         out = run.out_ch
-        test_ctx, test_tgt = windows(run.segment("test").values, L, H)
-        keep = np.unique(np.linspace(0, test_ctx.shape[0] - 1, min(MAX_TEST, test_ctx.shape[0])).round().astype(int))
-        test_ctx, test_tgt = np.ascontiguousarray(test_ctx[keep]), test_tgt[keep]
-        fc = fitter._stage_forecasts("refit", test_ctx)
+        test_starts = run.test_starts(L, H)
+        keep = np.unique(np.linspace(0, len(test_starts) - 1, min(MAX_TEST, len(test_starts))).round().astype(int))
+        test_ctx, test_tgt = run.windows(test_starts[keep], L, H)
+        fc = fitter._stage_forecasts("refit", test_ctx, slice(None))
         bt_ctx = shift_context(test_ctx, got.steps)
         arrays: dict[str, np.ndarray] = {
             "oof_starts": got.oof.starts, "oof_folds": got.oof.folds,

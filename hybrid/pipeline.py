@@ -18,6 +18,7 @@ The test part chooses nothing.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -33,27 +34,30 @@ from hybrid.artifacts import choose_horizon, is_panel
 from hybrid.config import Config, config_from_dict
 from hybrid.crossfit import (
     MemberFits,
-    RunData,
+    SeriesFits,
+    SeriesJob,
     fit_member_stages,
+    forecast_deployed,
     oof_references,
     predict_many,
-    window_contexts,
+    series_task,
 )
+from hybrid.dataset import Dataset, from_long, from_series, long_frame
 from hybrid.deployment import COMBINED, Deployment, deploy
 from hybrid.evaluation import Scoreboard, scores_train_only, train_only_scores
 from hybrid.intervals import check_levels
 from hybrid.members import REGISTRY, expand_period_experts, make_member, parse_member, uses_references
-from hybrid.panel import fit_panel, long_frame
+from hybrid.panel import production_frame, write_many_series
 from hybrid.records import HorizonResult, build_manifest
-from hybrid.sizing import AUTO, choose_context_length, core_folds, fit_fold_plan
+from hybrid.sizing import AUTO, choose_context_length, choose_panel_context_length, core_folds, fit_fold_plans
 from hybrid.stacking import OOFWindows, baseline_mse, sanity_gate
 from hybrid.state import STATE_FORMAT, load_arrays
 from kernel.contract import TaskSpec
-from kernel.data import DataSource, Series, future_timestamps, load_series, resolve_split_kind, source_label
+from kernel.data import DataSource, Series, future_timestamps, load_series, source_label
 from kernel.distributed import is_main_process
 from kernel.errors import HybridInputError
-from kernel.periods import detect_periods
-from kernel.protocol import FoldPlan, Scaler, make_split, windows
+from kernel.parallel import parallel_map
+from kernel.protocol import FoldPlan, Scaler
 from router.config import CHECKS
 from router.features import backtest_steps, shift_context
 from router.models import ROUTER_MODES
@@ -109,31 +113,22 @@ def check_config(cfg: Config) -> tuple[int, ...]:
     return horizons
 
 
-def prepare_data(cfg: Config, source: DataSource, max_horizon: int, series: Series | None = None) -> RunData:
-    """Load (unless ``series`` is given), split, scale and describe the series (``cfg``'s context length resolved)."""
-    L = cfg.task.context_length
-    series = load_series(source, cfg.data) if series is None else series
-    kind = resolve_split_kind(series.name, cfg.data.split)
-    split = make_split(series.n_rows, L, max_horizon, kind=kind, freq=series.freq, ratios=tuple(cfg.data.split_ratios))
-    scaler = Scaler.fit(split.part(series.values, "train"))
-    scaled = scaler.transform(series.values)
-    periods = detect_periods(split.part(scaled, "train"), k=cfg.task.n_periods)
-    logger.info("%s: %d rows x %d channels at %s; split %s; periods %s", series.name, series.n_rows,
-                len(series.columns), series.freq, kind, list(periods.dominant))
-    return RunData(series, split, scaler, scaled, periods, series.output_channels)
+def prepare_data(cfg: Config, source: DataSource, max_horizon: int, series: Series | None = None) -> Dataset:
+    """Load (unless ``series`` is given), split, scale and describe one series (``cfg``'s context length resolved)."""
+    return from_series(cfg, load_series(source, cfg.data) if series is None else series, max_horizon)
 
 
-def task_spec(cfg: Config, data: RunData, horizon: int) -> TaskSpec:
+def task_spec(cfg: Config, data: Dataset, horizon: int) -> TaskSpec:
     return TaskSpec(
         context_length=cfg.task.context_length,
         horizon=horizon,
-        freq=data.series.freq,
+        freq=data.freq,
         periods=data.periods.dominant,
         seed=cfg.task.seed,
-        n_jobs=cfg.runtime.n_jobs,
+        n_jobs=cfg.runtime.n_jobs if not data.many else 1,  # many series: the members fitted per series run in tasks
         backend=cfg.runtime.backend,
         dask_address=cfg.runtime.dask_address,
-        channel_names=data.series.columns,
+        channel_names=tuple(data.columns),
         description=cfg.data.description,
     )
 
@@ -163,19 +158,23 @@ class Collected:
     seconds: dict[str, float]
 
 
+Fits = MemberFits | SeriesFits
+
+
 @dataclass
 class HorizonFitter:
-    """Fits, combines and scores every member for one horizon."""
+    """Fits, combines and scores every member for one horizon, on one series or many."""
 
     cfg: Config
-    data: RunData
+    data: Dataset
     horizon: int
-    plan: FoldPlan
-    core_plan: FoldPlan
+    plans: list[FoldPlan]
+    core_plans: list[FoldPlan]
     names: tuple[str, ...]
-    cache: dict[str, MemberFits]
+    cache: dict[str, Fits]
     bar: Any = None
-    fits: dict[str, MemberFits] = field(default_factory=dict)
+    cache_horizon: int = 0
+    fits: dict[str, Fits] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -188,14 +187,18 @@ class HorizonFitter:
                 self.bar.set_postfix_str(f"H={self.horizon} {name}: {stage}")
         return say
 
-    def _fit(self, name: str, plan: FoldPlan, spec: TaskSpec, references: Any = None) -> MemberFits | None:
+    def _fit(self, name: str, plans: list[FoldPlan], spec: TaskSpec, starts: np.ndarray, steps: int,
+             references: Any = None) -> Fits | None:
         member = make_member(name, self.cfg)
         agnostic = member.horizon_agnostic
         if agnostic and name in self.cache:
             return self.cache[name]
         try:
-            fitted_spec = replace(spec, horizon=self.cache_horizon) if agnostic else spec
-            fits = fit_member_stages(name, self.cfg, self.data, fitted_spec, plan, references, self._progress(name))
+            if member.per_series and self.data.many:
+                fits: Fits = self._fit_per_series(name, spec, starts, steps)
+            else:
+                fitted_spec = replace(spec, horizon=self.cache_horizon) if agnostic else spec
+                fits = fit_member_stages(name, self.cfg, self.data, fitted_spec, plans, references, self._progress(name))
         except HybridInputError:
             raise
         except Exception as exc:  # a failing member never stops the run
@@ -206,7 +209,24 @@ class HorizonFitter:
             self.cache[name] = fits
         return fits
 
-    cache_horizon: int = 0
+    def _fit_per_series(self, name: str, spec: TaskSpec, starts: np.ndarray, steps: int) -> SeriesFits:
+        """A local member (ARIMA, ETS) on many series: one task per series (loky, or a Dask cluster)."""
+        data, cfg = self.data, self.cfg
+        which = data.series_of(starts)
+        jobs = [SeriesJob(data.rows(i), data.splits[i], self.plans[i], starts[which == i] - data.offsets[i])
+                for i in range(data.n_series)]
+        task = functools.partial(series_task, name=name, cfg=cfg, spec=replace(spec, n_jobs=1), steps=steps)
+        res = parallel_map(task, jobs, n_jobs=cfg.runtime.n_jobs, backend=cfg.runtime.backend,
+                           dask_address=cfg.runtime.dask_address, desc=f"{name}: {len(jobs)} series")
+        return SeriesFits.from_tasks(name, res, self.plans[0].n_folds)
+
+    def _oof(self, fits: Fits, name: str, oof: OOFWindows, bt_ctx: np.ndarray | None, steps: int,
+             refs: np.ndarray | None = None) -> None:
+        """A member's out-of-fold forecasts (and backtests: ``bt_ctx``) of the sampled windows, into ``oof``."""
+        out, H = self.data.out_ch, self.horizon
+        oof.forecasts[name] = fits.oof(oof.starts, oof.context, H, refs)[:, out]
+        if bt_ctx is not None:
+            oof.backtests[name] = fits.oof_backtest(oof.starts, bt_ctx, H, steps)[:, out]
 
     def collect(self) -> Collected:
         """Fit every member at every stage; their out-of-fold forecasts of the sampled historical windows."""
@@ -214,9 +234,9 @@ class HorizonFitter:
         spec = task_spec(cfg, data, H)
         steps = backtest_steps(H, L, cfg.router.backtest_steps)
         out = data.out_ch
-        starts = self.plan.sample_starts(H, cfg.stack.max_windows)
-        ctx, tgt = window_contexts(data.scaled, starts, L, H)
-        oof = OOFWindows(starts, self.plan.fold_of(starts), ctx, tgt[:, out])
+        starts = data.sample_starts(H, cfg.stack.max_windows, self.plans, cfg.stack.folds)
+        ctx, tgt = data.windows(starts, L, H)
+        oof = OOFWindows(starts, data.fold_of(starts, self.plans), ctx, tgt[:, out])
         bt_ctx = shift_context(ctx, steps)
         seconds: dict[str, float] = {}
 
@@ -224,37 +244,38 @@ class HorizonFitter:
         classical = [n for n in self.names if n not in core_names]
         for name in classical:
             t0 = time.perf_counter()
-            fits = self._fit(name, self.plan, spec)
+            fits = self._fit(name, self.plans, spec, starts, steps)
             if fits is not None:
                 self.fits[name] = fits
-                oof.forecasts[name] = fits.oof(data.scaled, starts, ctx, H)[:, out]
-                oof.backtests[name] = fits.oof(data.scaled, starts, bt_ctx, H)[:, out, :steps]
+                self._oof(fits, name, oof, bt_ctx, steps)
             seconds[name] = round(time.perf_counter() - t0, 3)
             if self.bar is not None:
                 self.bar.update()
-        channels = [data.series.columns[j] for j in out]
+        channels = [data.columns[j] for j in out]
         baseline = baseline_mse(oof, spec, out)
         gate = sanity_gate(oof, [n for n in classical if n in self.fits], baseline, cfg.stack.gate_ratio, channels) \
             if any(n in self.fits for n in classical) else None
 
         for name in core_names:
             t0 = time.perf_counter()
-            wanted = tuple(cfg.core.reference_members)
-            usable = tuple(r for r in wanted if r in self.fits and (gate is None or gate.allowed_everywhere(r)))
+            wanted = tuple(cfg.core.reference_members) if cfg.core.references or cfg.core.classical_text else ()
+            usable = tuple(r for r in wanted if r in self.fits and self.fits[r].folds
+                           and (gate is None or gate.allowed_everywhere(r)))
             for r in wanted:
                 if r not in usable:
                     why = ("it failed or is not a member of this run" if r not in self.fits
-                           else "the sanity gate set it aside")
+                           else "it is fitted series by series: its fold fits stay in their tasks"
+                           if not self.fits[r].folds else "the sanity gate set it aside")
                     logger.warning("%s: reference member %s is not used: %s.", name, r, why)
-            source = oof_references(self.fits, usable, data.scaled, L)
-            fits = self._fit(name, self.core_plan, spec, source)
+            source = oof_references(self.fits, usable, data.values, L)
+            fits = self._fit(name, self.core_plans, spec, starts, steps, source)
             if fits is not None:
                 self.fits[name] = fits
                 refs = None
                 if fits.reference_names:
                     pick = [source.names.index(r) for r in fits.reference_names]
                     refs = source.forecasts(starts, H)[:, :, pick]
-                oof.forecasts[name] = fits.oof(data.scaled, starts, ctx, H, refs)[:, out]
+                self._oof(fits, name, oof, None, steps, refs)
             seconds[name] = round(time.perf_counter() - t0, 3)
             if self.bar is not None:
                 self.bar.update()
@@ -271,14 +292,16 @@ class HorizonFitter:
         oof, ok, channels, seconds = got.oof, got.members, got.channels, got.seconds
         gate = sanity_gate(oof, ok, got.baseline, cfg.stack.gate_ratio, channels)
         t0 = time.perf_counter()
-        offset = data.scaler.mean[data.out_ch] / data.scaler.scale[data.out_ch]
+        # the bands' level spread: one series' channels; many series have a level each (none is used)
+        offset = None if data.many else data.scaler.mean[data.out_ch] / data.scaler.scale[data.out_ch]
         deployment, oof_combined = deploy(cfg, oof, ok, gate, data.periods.dominant, H, L, got.steps, data.out_ch,
                                           channels, got.classical, offset)
         deployment.references = {n: self.fits[n].reference_names for n in ok if self.fits[n].reference_names}
         seconds["combine"] = round(time.perf_counter() - t0, 3)
         t0 = time.perf_counter()
-        test_scores, train_only = self.score_test(deployment, channels)
+        test_scores, train_only, window_errors = self.score_test(deployment, channels)
         seconds["test"] = round(time.perf_counter() - t0, 3)
+        production = self.production(deployment) if data.many else None
         seconds["total"] = round(time.perf_counter() - t_start, 3)
         oof_scores = {n: oof.scores(n, channels) for n in ok}
         for name in ok:  # only production fits are saved; horizon-agnostic fits serve the next horizons first
@@ -288,49 +311,92 @@ class HorizonFitter:
         del oof, got  # the out-of-fold forecasts are not kept past this horizon
         return HorizonResult(
             horizon=H, members={n: self.fits[n] for n in ok}, failed=dict(self.failed), oof=oof_scores,
-            oof_windows=n_oof,
-            oof_combined=oof_combined, gate=gate, deployment=deployment, test=test_scores,
+            oof_windows=n_oof, oof_combined=oof_combined, gate=gate, deployment=deployment, test=test_scores,
             test_train_only=train_only, seconds=seconds, channels=channels,
-            test_windows=data.split.n_windows("test", L, H),
+            test_windows=len(data.test_starts(L, H)), window_errors=window_errors, production=production,
         )
 
-    # ------------------------------------------------------------------ test
-    def _stage_forecasts(self, stage: str, context: np.ndarray, with_core: bool = True) -> dict[str, np.ndarray]:
+    # ------------------------------------------------------------------ test and production
+    def _stage_forecasts(self, stage: str, context: np.ndarray, rows: slice, with_core: bool = True
+                         ) -> dict[str, np.ndarray]:
         """Every member's ``stage`` forecasts [n, C, H] of ``context``; the core gets its references' own."""
         H = self.horizon
         out: dict[str, np.ndarray] = {}
         for name, fits in self.fits.items():
-            if not fits.reads_references and not uses_references(fits.selection):
-                out[name] = predict_many(fits.stage(stage), context, H)
+            if not fits.reads_references:
+                out[name] = fits.forecast(stage, context, H, rows=rows)
         for name, fits in self.fits.items():
-            if with_core and (fits.reads_references or uses_references(fits.selection)):
+            if with_core and fits.reads_references:
                 refs = (np.stack([out[r] for r in fits.reference_names], axis=2) if fits.reference_names else None)
-                out[name] = predict_many(fits.stage(stage), context, H, refs)
+                out[name] = fits.forecast(stage, context, H, refs, rows)
         return out
 
-    def score_test(self, deployment: Deployment, channels: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Scores of every member (refit and train-only), every combination and the bands on the test part."""
+    def score_test(self, deployment: Deployment, channels: list[str]
+                   ) -> tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
+        """Scores of every member (refit and train-only), every combination and the bands on the test part, and
+        each test window's MSE by each of them."""
         cfg, data, H, L, out = self.cfg, self.data, self.horizon, self.L, self.data.out_ch
-        test_ctx, test_tgt = windows(data.segment("test").values, L, H)
+        test_starts = data.test_starts(L, H)
         board, board_train = Scoreboard(channels), Scoreboard(channels)
+        errors: dict[str, list[np.ndarray]] = {}
         step = cfg.stack.chunk_windows
-        for i in range(0, test_ctx.shape[0], step):
-            ctx = np.ascontiguousarray(test_ctx[i : i + step])
-            tgt = np.asarray(test_tgt[i : i + step, out], dtype=np.float32)
-            fc = self._stage_forecasts("refit", ctx)
+        for i in range(0, len(test_starts), step):
+            rows = slice(i, i + step)
+            ctx, tgt = data.windows(test_starts[rows], L, H)
+            tgt = np.asarray(tgt[:, out], dtype=np.float32)
+            fc = self._stage_forecasts("refit", ctx, rows)
             fc_out = {n: f[:, out] for n, f in fc.items()}
-            bt = {n: predict_many(self.fits[n].refit, shift_context(ctx, deployment.steps), H)[:, out, :deployment.steps]
+            bt = {n: self.fits[n].backtest("refit", ctx, H, deployment.steps, rows)[:, out]
                   for n in deployment.backtest_members}
-            board.add_deployed(deployment, ctx[:, out], fc_out, bt, tgt)
+            combos = board.add_deployed(deployment, ctx[:, out], fc_out, bt, tgt)
+            for n, f in {**fc_out, **combos}.items():
+                errors.setdefault(n, []).append(((f.astype(np.float64) - tgt) ** 2).mean(axis=(1, 2)))
             if scores_train_only(cfg, reads_references=False):
-                train_fc = self._stage_forecasts("selection", ctx, with_core=scores_train_only(cfg, True))
+                train_fc = self._stage_forecasts("selection", ctx, rows, with_core=scores_train_only(cfg, True))
                 for n, f in train_fc.items():
                     board_train.add(n, f[:, out], tgt)
         scores = {n: board.scores(n) for n in board.tallies}
-        return scores, train_only_scores(board_train, scores, self.fits)
+        return (scores, train_only_scores(board_train, scores, self.fits),
+                {n: np.concatenate(e) for n, e in errors.items()})
+
+    def production(self, deployment: Deployment) -> pd.DataFrame:
+        """The H steps after each series' end by the production fits and the combination (original units)."""
+        H, context = self.horizon, self.data.last_contexts(self.L)
+        fc = self._stage_forecasts("production", context, slice(None))
+        bt = {n: self.fits[n].backtest("production", context, H, deployment.steps) for n in deployment.backtest_members}
+        return production_frame(deployment, context, fc, bt, self.data.ids, self.data.scalers, self.data.last,
+                                self.data.freq)
 
 
 # ----------------------------------------------------------------------------- the run
+
+
+def load_dataset(cfg: Config, data: DataSource, horizons: tuple[int, ...]) -> tuple[Config, Dataset, dict[str, Any]]:
+    """The data as one series or many, with ``task.context_length: auto`` resolved; returns the config, the
+    dataset and what the length choice tried."""
+    frame = long_frame(data, cfg.data)
+    if frame is None:
+        series = load_series(data, cfg.data)
+        cfg, sizing = choose_context_length(cfg, series, horizons)
+        return cfg, from_series(cfg, series, max(horizons)), sizing
+    lengths = frame.groupby(frame["unique_id"].astype(str), sort=False).size().tolist() if "unique_id" in frame else []
+    cfg, sizing = choose_panel_context_length(cfg, lengths or [0], horizons)
+    return cfg, from_long(cfg, source_label(data), frame, max(horizons)), sizing
+
+
+def fold_plans(cfg: Config, data: Dataset, max_horizon: int, core: bool) -> tuple[list[FoldPlan], list[FoldPlan]]:
+    """Each series' fold plan, one fold count for all, and the core's (``stack.core_folds``; the same without one)."""
+    L, purge = cfg.task.context_length, None if cfg.stack.purge < 0 else cfg.stack.purge
+    ends = data.history_ends
+    try:
+        plans = fit_fold_plans(ends, L, max_horizon, cfg.stack.folds, purge)
+        core_plans = fit_fold_plans(ends, L, max_horizon, min(core_folds(cfg), plans[0].n_folds), purge,
+                                    "stack.core_folds") if core else plans
+    except HybridInputError as exc:
+        if not data.many:
+            raise
+        raise HybridInputError(f"unique_id {data.ids[int(np.argmin(ends))]}: {exc}") from None
+    return plans, core_plans
 
 
 def fit_run(cfg: Config, data: DataSource, run_dir: str | Path | None = None, overwrite: bool = False,
@@ -339,7 +405,8 @@ def fit_run(cfg: Config, data: DataSource, run_dir: str | Path | None = None, ov
 
     Args:
         cfg: the full config.
-        data: a file path, a built-in dataset name (None: the default dataset) or a DataFrame (see load_series).
+        data: a file path, a built-in dataset name (None: the default dataset) or a DataFrame (see load_series);
+            a long file of series that do not share one time axis is many series (:mod:`hybrid.dataset`).
         run_dir: where to write the run; default ``runs/<dataset>-<UTC time>`` (made unique).
         overwrite: replace a run already at ``run_dir`` (otherwise that is refused up front).
         latest: point ``runs/latest`` at the finished run (False for the API's private runs).
@@ -351,40 +418,32 @@ def fit_run(cfg: Config, data: DataSource, run_dir: str | Path | None = None, ov
     artifacts.check_run_dir(run_dir, overwrite)
     horizons = check_config(cfg)
     np.random.seed(cfg.task.seed)
-    frame = long_frame(data, cfg.data)
-    if frame is not None:  # many series that do not share one time axis: a panel (hybrid.panel)
-        return FitResult(*fit_panel(cfg, source_label(data), frame, horizons, run_dir, overwrite, latest))
-    series = load_series(data, cfg.data)
-    cfg, sizing = choose_context_length(cfg, series, horizons)
+    cfg, run, sizing = load_dataset(cfg, data, horizons)
     L, H_max = cfg.task.context_length, max(horizons)
-    run = prepare_data(cfg, data, H_max, series)
-    purge = None if cfg.stack.purge < 0 else cfg.stack.purge
-    plan = fit_fold_plan(run.history_end, L, H_max, cfg.stack.folds, purge)
     names = expand_period_experts(cfg.task.members, cfg.task.period_experts, run.periods.dominant, L)
     has_core = any(uses_references(make_member(n, cfg)) for n in names)
-    core_plan = fit_fold_plan(run.history_end, L, H_max, min(core_folds(cfg), plan.n_folds), purge,
-                              "stack.core_folds") if has_core else plan
-    cache: dict[str, MemberFits] = {}
+    plans, core_plans = fold_plans(cfg, run, H_max, has_core)
+    cache: dict[str, Fits] = {}
     results: dict[int, HorizonResult] = {}
     bar = tqdm(total=len(horizons) * len(names), desc="fit", unit="member", disable=not cfg.runtime.progress)
     for H in horizons:
-        fitter = HorizonFitter(cfg, run, H, plan, core_plan, names, cache, bar)
-        fitter.cache_horizon = H_max
-        results[H] = fitter.run()
+        results[H] = HorizonFitter(cfg, run, H, plans, core_plans, names, cache, bar, H_max).run()
     bar.close()
     for fits in cache.values():
         fits.release()
-    manifest = build_manifest(cfg, run, horizons, plan, core_plan, results)
+    manifest = build_manifest(cfg, run, horizons, plans, core_plans, results)
     if sizing:
         manifest["context_length_auto"] = sizing
     if not is_main_process():  # torchrun: every rank fits (the core trains data-parallel), rank 0 alone writes the run
         return FitResult(Path(), manifest)
-    with artifacts.staged_run_dir(run_dir, run.series.name, overwrite=overwrite, latest=latest) as (stage, final):
+    with artifacts.staged_run_dir(run_dir, run.name, overwrite=overwrite, latest=latest) as (stage, final):
         manifest["stored_members"] = artifacts.store_fits(stage, results)
         manifest["state_format"] = STATE_FORMAT  # members and combinations as JSON + .npz (+ safetensors): no pickles
-        # The last L rows (original units) let `hybrid forecast` run without the data file.
-        np.savez(stage / "tail.npz", values=run.series.values[-L:],
-                 timestamps=np.asarray(run.series.timestamps[-L:].strftime("%Y-%m-%dT%H:%M:%S"), dtype=str))
+        if run.many:
+            write_many_series(stage, run, results, L)
+        else:  # the last L rows (original units) let `hybrid forecast` run without the data file
+            np.savez(stage / "tail.npz", values=run.series.values[-L:],
+                     timestamps=np.asarray(run.series.timestamps[-L:].strftime("%Y-%m-%dT%H:%M:%S"), dtype=str))
         manifest["fit_seconds_total"] = round(time.perf_counter() - t_start, 2)
         artifacts.write_json(stage / artifacts.MANIFEST, manifest)
     logger.info("run written to %s", final)
@@ -463,18 +522,9 @@ def forecast_run(run_dir: Path, horizon: int | None = None, data: DataSource = N
     members, deployment = artifacts.load_fits(run_dir, manifest, fitted_h)
     columns = manifest["columns"]
     out_idx = [columns.index(c) for c in manifest["output_columns"]]
-    fc: dict[str, np.ndarray] = {}
-    for name in deployment.members:
-        if not uses_references(members[name]):
-            fc[name] = predict_many(members[name], context, fitted_h)
-    for name in deployment.members:
-        if uses_references(members[name]):
-            refs = deployment.references.get(name, ())
-            stacked = np.stack([fc[r] for r in refs], axis=2) if refs else None
-            fc[name] = predict_many(members[name], context, fitted_h, stacked)
+    fc, bt_all = forecast_deployed(deployment, context, lambda n, c, r: predict_many(members[n], c, fitted_h, r))
     fc_out = {n: f[:, out_idx] for n, f in fc.items()}
-    bt = {n: predict_many(members[n], shift_context(context, deployment.steps), fitted_h)[:, out_idx, :deployment.steps]
-          for n in deployment.backtest_members}
+    bt = {n: b[:, out_idx] for n, b in bt_all.items()}
     X, W, combined = deployment.forecast(context[:, out_idx], fc_out, bt)  # [1, Co, F], [1, Co, M], [1, Co, H]
     bands = deployment.band_sets(context[:, out_idx], fc_out, combined, members=False).get(COMBINED, {})
     sub = Scaler(scaler.mean[out_idx], scaler.scale[out_idx])

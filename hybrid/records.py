@@ -10,9 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from hybrid.artifacts import plain
+from hybrid.artifacts import PANEL, plain
 from hybrid.config import Config
-from hybrid.crossfit import MemberFits, RunData
+from hybrid.crossfit import MemberFits, SeriesFits
+from hybrid.dataset import Dataset
 from hybrid.deployment import COMBINED, Deployment
 from hybrid.stacking import Gate
 from kernel.protocol import FoldPlan
@@ -40,10 +41,12 @@ class HorizonResult:
         seconds: wall seconds per member and per step.
         channels: the output channels' names.
         test_windows: how many test windows the test scores cover.
+        window_errors: name -> each test window's MSE (series after series).
+        production: many series: the H steps after each series' end (long format, original units); else None.
     """
 
     horizon: int
-    members: dict[str, MemberFits]  # a many-series run: hybrid.panel.PanelFits (the same seconds and describe())
+    members: dict[str, MemberFits | SeriesFits]
     failed: dict[str, str]
     oof: dict[str, dict[str, Any]]
     oof_windows: int
@@ -55,6 +58,8 @@ class HorizonResult:
     seconds: dict[str, float] = field(default_factory=dict)
     channels: list[str] = field(default_factory=list)
     test_windows: int = 0
+    window_errors: dict[str, np.ndarray] = field(default_factory=dict)
+    production: Any = None
 
     def metrics(self) -> dict[str, dict[str, Any]]:
         """name -> {"oof": ..., "test": ..., "test_train_only": ...} for the manifest and ``hybrid evaluate``."""
@@ -170,37 +175,43 @@ def run_manifest(cfg: Config, results: dict[int, HorizonResult], about: dict[str
     }
 
 
-def build_manifest(cfg: Config, run: RunData, horizons: tuple[int, ...], plan: FoldPlan, core_plan: FoldPlan,
-                   results: dict[int, HorizonResult]) -> dict[str, Any]:
-    """The manifest of a one-series run."""
-    series, split, L = run.series, run.split, cfg.task.context_length
-    return run_manifest(cfg, results, {
-        "dataset": series.name,
-        "source": series.source,
-        "fingerprint": series.fingerprint(),
-        "columns": list(series.columns),
-        "output_columns": [series.columns[j] for j in run.out_ch],
-        "target": series.target,
-        "features": series.features,
-        "freq": series.freq,
-        "n_rows": series.n_rows,
-        "last_timestamp": str(series.timestamps[-1]),
-        "context_length": L,
-        "horizons": list(horizons),
-        "split": split.to_dict(),
-        "windows": {str(H): {p: split.n_windows(p, L, H) for p in ("train", "val", "test")} for H in horizons},
-        "scaler": run.scaler.to_dict(),
-        "periods": run.periods.to_dict(),
-        "cross_fit": {
-            "classical": plan.to_dict(),
-            "core": core_plan.to_dict(),
-            "max_windows": cfg.stack.max_windows,
-            "hyper_parameters": "chosen once on the validation part (train-only fit), then frozen for every refit",
-        },
-        "refit": {
-            "test": "members refitted on train+val after every choice" if cfg.task.refit == "train+val"
-            else "members fitted on train only",
-            "forecast": f"classical members refitted on all {series.n_rows} rows; the core keeps its "
-                        + ("train+val" if cfg.task.refit == "train+val" else "train") + " fit",
-        },
-    })
+def build_manifest(cfg: Config, run: Dataset, horizons: tuple[int, ...], plans: list[FoldPlan],
+                   core_plans: list[FoldPlan], results: dict[int, HorizonResult]) -> dict[str, Any]:
+    """The manifest of a run: what one series and many series record alike, and what each adds."""
+    L = cfg.task.context_length
+    keeps = "train+val" if cfg.task.refit == "train+val" else "train"
+    about: dict[str, Any] = {"dataset": run.name, "source": run.source}
+    if run.many:
+        lengths = run.lengths()
+        about |= {"layout": PANEL, "columns": run.columns, "output_columns": run.columns, "target": "y",
+                  "features": "S", "freq": run.freq, "n_rows": int(run.offsets[-1]), "n_series": run.n_series,
+                  "series_rows": {"min": int(lengths.min()), "median": float(np.median(lengths)),
+                                  "max": int(lengths.max())}}
+    else:
+        series = run.series
+        about |= {"fingerprint": series.fingerprint(), "columns": list(series.columns),
+                  "output_columns": [series.columns[j] for j in run.out_ch], "target": series.target,
+                  "features": series.features, "freq": series.freq, "n_rows": series.n_rows,
+                  "last_timestamp": str(series.timestamps[-1])}
+    about |= {"context_length": L, "horizons": list(horizons)}
+    if run.many:
+        about["split"] = {"kind": f"{run.split_kind}, per series", "ratios": list(cfg.data.split_ratios)}
+    else:
+        about |= {"split": run.split.to_dict(),
+                  "windows": {str(H): {p: run.split.n_windows(p, L, H) for p in ("train", "val", "test")}
+                              for H in horizons},
+                  "scaler": run.scaler.to_dict()}
+    about["periods"] = run.periods.to_dict()
+    about["cross_fit"] = {
+        "classical": plans[0].to_dict() if not run.many else {"folds": plans[0].n_folds, "scheme": "blocked folds "
+                     "per series; fold k of the run is fold k of every series"},
+        "core": core_plans[0].to_dict() if not run.many else {"folds": core_plans[0].n_folds},
+        "max_windows": cfg.stack.max_windows,
+        "hyper_parameters": "chosen once on the validation part (train-only fit), then frozen for every refit",
+    }
+    about["refit"] = {
+        "test": "members refitted on train+val after every choice" if cfg.task.refit == "train+val"
+        else "members fitted on train only",
+        "forecast": f"classical members refitted on all {int(run.offsets[-1])} rows; the core keeps its {keeps} fit",
+    }
+    return run_manifest(cfg, results, about)

@@ -24,7 +24,6 @@ from hybrid.artifacts import load_member, save_member
 from hybrid.config import Config
 from hybrid.crossfit import MemberFits
 from hybrid.members import REGISTRY, make_member, uses_references
-from hybrid.panel import is_local
 from kernel.contract import Member, Segment, TaskSpec
 from kernel.protocol import windows
 from kernel.references import PredictedReferences
@@ -237,7 +236,7 @@ def test_every_registered_member_is_a_member_with_its_flags() -> None:
         got = tuple(getattr(cls, flag) for flag in FLAGS)  # class constants, not per-instance state
         assert got == want, f"{name}: flags {dict(zip(FLAGS, got, strict=True))}"
         assert all(type(v) is bool for v in got), f"{name}: flags must be booleans"
-        assert uses_references(member) is want[1] and is_local(name, Config()) is want[2]
+        assert uses_references(member) is want[1] and make_member(name, Config()).per_series is want[2]
         params = inspect.signature(cls.predict).parameters
         assert "references" in params and params["references"].default is None, f"{name}.predict(context, references=None)"
 

@@ -76,8 +76,8 @@ def test_a_panel_run_records_each_horizon_as_a_wide_run_does(tmp_path):
         assert _keys(two, "metrics", name) == _keys(one, "metrics", name), name
     for name in ("vote", "select", "rules"):
         assert two["metrics"][f"router_{name}"]["passed_check"] is two["router"]["check"][name]["passed"]
-    for name in ("seasonal_naive", "linear"):  # a panel member also says how it was fitted
-        assert _keys(one, "members", name) | {"fit"} == _keys(two, "members", name), name
+    for name in ("seasonal_naive", "linear"):  # a member fitted across series is described as on one series
+        assert _keys(one, "members", name) == _keys(two, "members", name), name
     # a local member's choices are made series by series, in tasks that return forecasts only
     assert _keys(two, "members", "ets") == {"seconds", "folds", "fit"}
     assert one["test_windows"] == int(0.2 * 400) - 12 + 1 and two["test_windows"] == 2 * one["test_windows"]
@@ -103,7 +103,7 @@ def test_fit_forecast_evaluate_on_series_of_different_lengths(capsys, tmp_path):
     assert entry["test_windows"] == sum(int(n * 0.2) - 12 + 1 for n in lengths.values())
     assert entry["members"]["ets"]["fit"].startswith("fitted per series (3 tasks)")
     assert "of 15 fold fits" in entry["members"]["ets"]["fit"]  # 3 series x 5 folds, fallbacks counted
-    assert entry["members"]["linear"]["fit"].startswith("one global fit")
+    assert "fit" not in entry["members"]["linear"] and entry["members"]["linear"]["folds"] == 5  # one fit per stage
     assert entry["metrics"]["hybrid"]["test"]["mse"] <= entry["metrics"]["seasonal_naive"]["test"]["mse"]
 
     assert main(["forecast", "--horizon", "6"]) == 0
@@ -171,22 +171,32 @@ def test_every_fold_keeps_out_of_fold_windows_when_series_outnumber_the_window_b
     assert sorted(entry["metrics"]["linear"]["oof"]["by_fold"]) == ["0", "1", "2", "3", "4"]
 
 
-def test_the_core_with_its_default_references_adapts_on_many_series(tmp_path, capsys):
-    """The default member set fits a long file: the core drops its references with one warning (it used to stop)."""
+def test_the_core_reads_references_per_series_on_many_series(tmp_path, capsys):
+    """The fused core on many series: its reference tokens are the out-of-fold forecasts of the members fitted
+    across series, looked up by each window's row in its own series; a member fitted series by series (ETS)
+    keeps its fold fits in its tasks and is left out as a reference with one warning."""
     pytest.importorskip("torch")
-    rng = np.random.default_rng(5)
-    series = {f"s{i}": (f"2021-01-0{1 + i}", rng.normal(size=n)) for i, n in enumerate((300, 340))}
+    series = {f"s{i}": (f"2021-01-0{1 + i}", _seasonal(n, i)) for i, n in enumerate((300, 340))}
     path = tmp_path / "core.csv"
     _long(series).to_csv(path, index=False)
     core = ["--set", "core.backbone=none", "--set", "core.epochs=1", "--set", "core.max_train_windows=64",
             "--set", "core.max_val_windows=32", "--set", "core.d_model=8", "--set", "core.patch_len=8",
-            "--set", "core.stride=4", "--set", "stack.folds=2"]
-    assert main(["fit", "--data", str(path), *FAST, "--members", "linear,timellm", *core]) == 0
-    said = [ln for ln in capsys.readouterr().err.splitlines() if "reads no references on many series" in ln]
-    assert len(said) == 1 and "timellm (the Time-LLM core)" in said[0]
+            "--set", "core.stride=4", "--set", "stack.folds=2", "--set", "core.reference_members=[linear,ets]"]
+    assert main(["fit", "--data", str(path), *FAST, "--members", "linear,ets,timellm", *core]) == 0
+    said = [ln for ln in capsys.readouterr().err.splitlines() if "is not used" in ln]
+    assert len(said) == 1 and "reference member ets is not used: it is fitted series by series" in said[0]
     manifest = json.loads(Path("runs/latest/manifest.json").read_text())
-    assert manifest["config"]["core"]["references"] is False and manifest["config"]["core"]["classical_text"] is False
-    assert np.isfinite(manifest["results"]["12"]["metrics"]["timellm"]["test"]["mse"])
+    entry = manifest["results"]["12"]
+    assert manifest["config"]["core"]["references"] is True
+    assert entry["members"]["timellm"]["references"] == ["linear"]
+    assert np.isfinite(entry["metrics"]["timellm"]["test"]["mse"])
+    assert main(["forecast"]) == 0
+    at_fit = pd.read_csv("runs/latest/forecast-h12.csv")
+    # the stored core, given the stored linear member's forecasts as references, makes the forecasts of fit time again
+    assert main(["forecast", "--data", str(path), "--output", "again.csv"]) == 0
+    again = pd.read_csv("again.csv")
+    assert np.isfinite(again["timellm"]).all() and len(again) == 2 * 12
+    pd.testing.assert_frame_equal(again, at_fit, rtol=1e-6)
 
 
 def test_the_core_alone_is_a_global_model_across_series(tmp_path):
@@ -205,7 +215,7 @@ def test_the_core_alone_is_a_global_model_across_series(tmp_path):
             "--set", "core.d_model=8", "--set", "core.patch_len=8", "--set", "core.stride=4", "--set", "stack.folds=2"]
     assert main(["fit", "--data", str(path), *FAST, "--members", "linear,timellm", *core]) == 0
     entry = json.loads(Path("runs/latest/manifest.json").read_text())["results"]["12"]
-    assert entry["members"]["timellm"]["fit"].startswith("one global fit across 3 series")
+    assert "fit" not in entry["members"]["timellm"] and entry["members"]["timellm"]["folds"] == 2  # across series
     scores = entry["metrics"]["timellm"]
     assert np.isfinite(scores["test"]["mse"]) and sorted(scores["oof"]["by_fold"]) == ["0", "1"]
     # two folds of two epochs: the core's out-of-fold error is far over twice the floor's (the better of seasonal
@@ -266,7 +276,7 @@ def test_stack_core_folds_sets_the_cores_folds_on_many_series(tmp_path):
     assert main(["fit", "--data", str(path), *FAST, "--members", "linear,timellm", *core]) == 0
     manifest = json.loads(Path("runs/latest/manifest.json").read_text())
     members = manifest["results"]["12"]["members"]
-    assert (members["linear"]["folds"], members["timellm"]["folds"], manifest["cross_fit"]["core_folds"]) == (3, 2, 2)
+    assert (members["linear"]["folds"], members["timellm"]["folds"], manifest["cross_fit"]["core"]["folds"]) == (3, 2, 2)
     assert np.isfinite(manifest["results"]["12"]["metrics"]["timellm"]["oof"]["mse"])
 
 

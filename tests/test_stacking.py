@@ -115,7 +115,7 @@ def test_memorising_member_gets_its_unseen_error_out_of_fold_not_zero(tmp_path: 
     run = prepare_data(cfg, str(tmp_path / "walk.csv"), H)
     plan = make_fold_plan(run.history_end, L, H, 5)
     spec = task_spec(cfg, run, H)
-    fits = fit_member_stages("memo", cfg, run, spec, plan)
+    fits = fit_member_stages("memo", cfg, run, spec, [plan])
     starts = plan.history_starts(H)
     ctx, tgt = window_contexts(run.scaled, starts, L, H)
 
@@ -124,7 +124,7 @@ def test_memorising_member_gets_its_unseen_error_out_of_fold_not_zero(tmp_path: 
 
     in_sample = fits.refit.predict(ctx)  # the train+val refit has seen every historical window
     naive = np.repeat(ctx[:, :, -1:], H, axis=2)
-    oof = fits.oof(run.scaled, starts, ctx, H)
+    oof = fits.oof(starts, ctx, H)
     assert mse(in_sample) < 1e-12  # it memorises
     assert mse(oof) == pytest.approx(mse(naive), rel=1e-6)  # and no fold fit ever saw its fold's targets
     assert mse(naive) > 0.01  # naive is far from perfect on a noisy walk
@@ -148,7 +148,7 @@ def test_core_references_come_from_fold_fits_that_left_the_window_out(tmp_path: 
     run = prepare_data(cfg, str(tmp_path / "walk.csv"), H)
     plan = make_fold_plan(run.history_end, L, H, 5)
     spec = task_spec(cfg, run, H)
-    fits = {"linear": fit_member_stages("linear", cfg, run, spec, plan)}
+    fits = {"linear": fit_member_stages("linear", cfg, run, spec, [plan])}
     source = oof_references(fits, ("linear",), run.scaled, L)
     starts = plan.history_starts(H)[::97]
     refs = source.forecasts(starts, H)  # [n, C, 1, H]
