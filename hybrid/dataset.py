@@ -19,29 +19,15 @@ scalers and fold plans, so that the fit (:mod:`hybrid.pipeline`) has one path:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from hybrid.config import Config
 from kernel.contract import Segment
-from kernel.data import (
-    LONG_COLUMNS,
-    DataConfig,
-    DataSource,
-    Series,
-    _handle_missing,
-    _parse_times,
-    _regularise,
-    dataset_name,
-    dayfirst_setting,
-    read_table,
-    resolve_split_kind,
-    source_label,
-)
+from kernel.data import Series, dataset_name, each_series, resolve_split_kind
 from kernel.errors import HybridInputError
 from kernel.periods import Periods, detect_periods
 from kernel.protocol import FoldPlan, Scaler, Split, gather_windows, make_split
@@ -213,73 +199,6 @@ def from_series(cfg: Config, series: Series, max_horizon: int) -> Dataset:
 
 
 # ----------------------------------------------------------------------------- many series
-
-
-def long_frame(source: DataSource, cfg: DataConfig) -> pd.DataFrame | None:
-    """The rows of ``source`` when it is many series, else None (it is read as one wide series).
-
-    Many series: ``data.layout: long``, or ``auto`` and a long file (``unique_id, ds, y``) whose series do not all
-    share the same first timestamp, last timestamp and length. A long file whose series do is one
-    multichannel series (one channel per ``unique_id``).
-    """
-    if cfg.layout not in ("auto", "wide", "long"):
-        raise HybridInputError(f"data.layout must be auto, wide or long; got {cfg.layout!r}.")
-    if source is None or cfg.layout == "wide" or not (isinstance(source, pd.DataFrame) or Path(source).is_file()):
-        return None
-    try:
-        head = read_table(source, cfg, nrows=0)
-    except Exception:  # noqa: BLE001 - load_series reads it again and says what is wrong
-        return None
-    if not set(LONG_COLUMNS) <= set(head.columns):
-        if cfg.layout == "long":
-            raise HybridInputError(f"data.layout: long needs columns {', '.join(LONG_COLUMNS)}; {source_label(source)} has "
-                                   f"{', '.join(map(str, head.columns))}.")
-        return None
-    frame = read_table(source, cfg)
-    if cfg.layout == "long":
-        return frame
-    by = frame.groupby("unique_id", sort=False)["ds"]
-    aligned = all(s.nunique() == 1 for s in (by.size(), by.first(), by.last()))
-    return None if aligned else frame
-
-
-def each_series(frame: pd.DataFrame, source: str, data_cfg: DataConfig) -> Iterator[tuple[str, pd.DataFrame, str]]:
-    """Every series of a long frame, validated on its own: ``(unique_id, its rows (column y) on a regular time
-    index, its spacing)``, in file order.
-
-    Raises:
-        HybridInputError: for every input problem, naming the series (``unique_id``) and the fix.
-    """
-    missing = [c for c in LONG_COLUMNS if c not in frame.columns]
-    if missing:
-        raise HybridInputError(f"{source}: a long file needs columns {', '.join(LONG_COLUMNS)}; missing {missing}.")
-    y = pd.to_numeric(frame["y"], errors="coerce")
-    bad = y.isna() & frame["y"].notna() & (frame["y"].astype(str).str.strip() != "")
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise HybridInputError(f"column 'y' is not numeric: CSV line {row + 2} holds {frame['y'].iloc[row]!r}; "
-                               "fix or remove those rows.")
-    times = _parse_times(frame["ds"], "ds", source, dayfirst_setting(data_cfg))
-    long = pd.DataFrame({"unique_id": frame["unique_id"].astype(str).to_numpy(), "y": y.to_numpy()}, index=times)
-    for uid, rows in long.groupby("unique_id", sort=False):
-        where = f"{source} [unique_id {uid}]"
-        data = rows[["y"]]
-        if not data.index.is_monotonic_increasing:
-            data = data.sort_index(kind="stable")
-        dup = data.index.duplicated(keep=False)
-        if dup.any():
-            if data_cfg.duplicates not in ("first", "mean"):
-                raise HybridInputError(
-                    f"duplicate timestamp {data.index[np.flatnonzero(dup)[0]]} for unique_id {uid}; set "
-                    "data.duplicates: first or mean, or remove the duplicates."
-                )
-            data = data.groupby(level=0).first() if data_cfg.duplicates == "first" else data.groupby(level=0).mean()
-        try:
-            data = _handle_missing(data, data_cfg, where)
-            data, freq = _regularise(data, data_cfg, where)
-        except HybridInputError as exc:
-            raise HybridInputError(f"unique_id {uid}: {exc}") from None
-        yield str(uid), data, freq
 
 
 def from_long(cfg: Config, source: str, frame: pd.DataFrame, max_horizon: int) -> Dataset:

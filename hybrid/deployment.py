@@ -142,8 +142,7 @@ class Deployment:
         return out
 
     def explain(self, manifest: dict[str, Any], X: np.ndarray | None, columns: list[str], members: dict[str, Forecaster],
-                context: np.ndarray, forecasts: dict[str, np.ndarray], forecasts_out: dict[str, np.ndarray]
-                ) -> dict[str, Any]:
+                context: np.ndarray, forecasts: dict[str, np.ndarray]) -> dict[str, Any]:
         """The vote report's view of one window (context [1, C, L]): features, drivers, rules, texts."""
         H = str(self.horizon)
         entry = manifest["results"][H]

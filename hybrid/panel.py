@@ -29,11 +29,11 @@ from hybrid import artifacts
 from hybrid.artifacts import choose_horizon
 from hybrid.config import config_from_dict
 from hybrid.crossfit import forecast_deployed, predict_many
-from hybrid.dataset import Dataset, each_series
+from hybrid.dataset import Dataset
 from hybrid.deployment import COMBINED, Deployment
 from hybrid.panel_report import HISTORY_FILE, history_frame
 from hybrid.state import load_arrays
-from kernel.data import DataSource, future_timestamps, read_table, source_label
+from kernel.data import DataSource, each_series, future_timestamps, read_table, source_label
 from kernel.errors import HybridInputError
 from kernel.protocol import Scaler
 

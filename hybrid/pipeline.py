@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from hybrid import artifacts
 from hybrid.artifacts import choose_horizon, is_panel
-from hybrid.config import Config, config_from_dict
+from hybrid.config import Config, build_config, config_from_dict
 from hybrid.crossfit import (
     MemberFits,
     SeriesFits,
@@ -42,7 +42,7 @@ from hybrid.crossfit import (
     predict_many,
     series_task,
 )
-from hybrid.dataset import Dataset, from_long, from_series, long_frame
+from hybrid.dataset import Dataset, from_long, from_series
 from hybrid.deployment import COMBINED, Deployment, deploy
 from hybrid.evaluation import Scoreboard, scores_train_only, train_only_scores
 from hybrid.intervals import check_levels
@@ -53,15 +53,12 @@ from hybrid.sizing import AUTO, choose_context_length, choose_panel_context_leng
 from hybrid.stacking import OOFWindows, baseline_mse, sanity_gate
 from hybrid.state import STATE_FORMAT, load_arrays
 from kernel.contract import TaskSpec
-from kernel.data import DataSource, Series, future_timestamps, load_series, source_label
+from kernel.data import DataSource, Series, future_timestamps, load_series, long_frame, source_label
 from kernel.distributed import is_main_process
 from kernel.errors import HybridInputError
 from kernel.parallel import parallel_map
 from kernel.protocol import FoldPlan, Scaler
-from router.config import CHECKS
 from router.features import backtest_steps, shift_context
-from router.models import ROUTER_MODES
-from router.static import STATIC_MODES
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +74,7 @@ class FitResult:
 
 def check_config(cfg: Config) -> tuple[int, ...]:
     """Every config check that needs no data; returns the sorted horizons."""
+    build_config([("config", cfg.to_dict())])  # every key's type and choices, for a Config built in code too
     names = cfg.task.members
     if not names:
         raise HybridInputError("task.members is empty; name at least one member (e.g. --members linear).")
@@ -94,19 +92,10 @@ def check_config(cfg: Config) -> tuple[int, ...]:
     if not horizons or min(horizons) < 1:
         raise HybridInputError(f"task.horizons must be positive integers; got {list(cfg.task.horizons)}.")
     L = cfg.task.context_length
-    if (isinstance(L, str) and L != AUTO) or (not isinstance(L, str) and L < 2):
+    if L != AUTO and L < 2:
         raise HybridInputError(f"task.context_length must be auto or an integer of at least 2; got {L!r}.")
-    valid = (*ROUTER_MODES, *STATIC_MODES)
-    if cfg.router.mode not in valid:
-        raise HybridInputError(f"router.mode must be one of {', '.join(valid)}; got {cfg.router.mode!r}.")
-    if cfg.router.check not in CHECKS:
-        raise HybridInputError(f"router.check must be {' or '.join(CHECKS)}; got {cfg.router.check!r}.")
-    if cfg.task.refit not in ("train", "train+val"):
-        raise HybridInputError(f"task.refit must be train or train+val; got {cfg.task.refit!r}.")
     if cfg.stack.max_windows < 0 or cfg.stack.gate_ratio <= 1.0 or cfg.stack.chunk_windows < 1:
         raise HybridInputError("stack.max_windows must be >= 0, stack.gate_ratio > 1 and stack.chunk_windows >= 1.")
-    if cfg.stack.train_only not in ("all", "classical", "none"):
-        raise HybridInputError(f"stack.train_only must be all, classical or none; got {cfg.stack.train_only!r}.")
     if cfg.runtime.n_jobs == 0:
         raise HybridInputError("runtime.n_jobs must be a positive number of workers or negative (-1: all cores); got 0.")
     check_levels(cfg.task.levels)
@@ -545,7 +534,7 @@ def forecast_run(run_dir: Path, horizon: int | None = None, data: DataSource = N
             frame[f"{col}-hi-{lv:g}"] = hi[i]
     history = pd.DataFrame(values[:, out_idx], index=stamps, columns=cols)
     channel_weights = {n: W[0, :, k] for k, n in enumerate(deployment.members)}
-    details = deployment.explain(manifest, X, cols, members, context, fc, fc_out)
+    details = deployment.explain(manifest, X, cols, members, context, fc)
     return ForecastResult(
         frame=pd.DataFrame(frame),
         members={n: to_original(f) for n, f in fc_out.items()},

@@ -22,7 +22,7 @@ import numpy as np
 
 from baselines.naive import SeasonalNaive, WindowMean
 from kernel.contract import TaskSpec
-from router.features import feature_names, shift_context, window_features
+from router.features import feature_names, window_features
 from router.fitting import StackSet
 from router.models import moments
 
@@ -137,7 +137,3 @@ def stack_set(oof: OOFWindows, members: list[str], periods: tuple[int, ...], ste
     return StackSet(X, G, b, c, oof.folds, gate.mask, [fc[m] for m in members], oof.target), \
         feature_names(periods, members)
 
-
-def backtest_context(context: np.ndarray, steps: int) -> np.ndarray:
-    """The context a member backtests from (see ``router.features.shift_context``)."""
-    return shift_context(context, steps)

@@ -85,12 +85,6 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
-def masked_equal(mask: np.ndarray) -> np.ndarray:
-    """Equal weights over the allowed members: mask [..., M] bool -> [..., M]."""
-    m = mask.astype(np.float64)
-    return m / np.maximum(m.sum(-1, keepdims=True), 1.0)
-
-
 def logit_offset(mask: np.ndarray | None) -> np.ndarray | float:
     """0 for allowed members, a huge negative number for blocked ones."""
     return 0.0 if mask is None else np.where(mask, 0.0, BLOCKED)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from router.features import shift_context, window_features
+from router.features import window_features
 from router.models import ROUTER_MODES, Z_CLIP, softmax
 from router.static import STATIC_MODES
 
@@ -58,10 +58,6 @@ class Router:
     gate_: np.ndarray | None = None
 
     # --- inputs -----------------------------------------------------------
-    def backtest_context(self, context: np.ndarray) -> np.ndarray:
-        """The context each member backtests from: [N, C, L] -> [N, C, L]."""
-        return shift_context(context, self.steps)
-
     def features(self, context: np.ndarray, forecasts: dict[str, np.ndarray],
                  backtests: dict[str, np.ndarray]) -> np.ndarray:
         """Raw features [N, Co, F] (context [N, Co, L]; forecasts/backtests: member -> [N, Co, H], output channels)."""

@@ -79,3 +79,18 @@ def test_weather_is_strict_by_default_and_the_benchmark_treatment_is_a_shipped_c
     assert bench.data.sentinels == () and bench.data.duplicates == "keep" and bench.data.gaps == "allow"
     with pytest.raises(HybridInputError, match="shipped config"):
         load_config("weather", "no-such-config")
+
+
+def test_a_config_built_in_code_is_checked_as_a_loaded_one():
+    """A Config made in Python (the API takes one) meets the same typed choices as a YAML or --set value."""
+    from dataclasses import replace
+
+    from hybrid.pipeline import check_config
+
+    cfg = Config()
+    assert check_config(cfg) == tuple(sorted(set(cfg.task.horizons)))
+    for bad, needle in [(replace(cfg, router=replace(cfg.router, mode="bogus")), "router.mode must be one of"),
+                        (replace(cfg, stack=replace(cfg.stack, train_only="some")), "stack.train_only must be one of"),
+                        (replace(cfg, task=replace(cfg.task, context_length=1)), "at least 2")]:
+        with pytest.raises(HybridInputError, match=needle):
+            check_config(bad)
