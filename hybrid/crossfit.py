@@ -121,6 +121,7 @@ class MemberFits:
     production: Forecaster
     seconds: dict[str, float] = field(default_factory=dict)
     reference_names: tuple[str, ...] = ()
+    fit: str = ""  # many series: how it was fitted (one fit per stage across every series)
     description_: dict[str, Any] | None = field(default=None, repr=False)  # kept by release()
 
     @property
@@ -166,7 +167,7 @@ class MemberFits:
         """What the manifest keeps of the fits: choices and status per stage."""
         if self.description_ is not None:
             return self.description_
-        out: dict[str, Any] = {"seconds": self.seconds, "folds": len(self.folds)}
+        out: dict[str, Any] = {"seconds": self.seconds, "folds": len(self.folds), **({"fit": self.fit} if self.fit else {})}
         for stage in ("selection", "refit", "production"):
             info = self.stage(stage).describe()  # the member's own fitted choices (kernel.contract.Member)
             if info:

@@ -188,6 +188,8 @@ class HorizonFitter:
             else:
                 fitted_spec = replace(spec, horizon=self.cache_horizon) if agnostic else spec
                 fits = fit_member_stages(name, self.cfg, self.data, fitted_spec, plans, references, self._progress(name))
+                if self.data.many:
+                    fits.fit = f"one fit per stage across {self.data.n_series} series"
         except HybridInputError:
             raise
         except Exception as exc:  # a failing member never stops the run
