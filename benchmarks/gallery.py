@@ -112,7 +112,7 @@ def peer_case(c: Case, seed: int) -> list[dict[str, Any]]:
         season = int(run.periods.dominant[0]) if run.periods.dominant else 1
         season = season if season <= MAX_SF_SEASON else 1
         history = run.scaled[: run.split.val_end]
-        _, target = windows(run.segment("test").values, L, h)
+        _, target = windows(run.segments("test")[0].values, L, h)
         first = run.split.test_start + L + np.arange(target.shape[0])  # each window's first target row
         forecasts: dict[str, np.ndarray] = {}
         seconds: dict[str, float] = {}

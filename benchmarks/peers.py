@@ -411,11 +411,11 @@ def hybrid_members_job(dataset: str, horizons: list[int], seed: int, names: list
     out: dict[str, Any] = {"by_horizon": {}, "n_jobs": cfg.runtime.n_jobs}
     for H in horizons:
         spec = task_spec(cfg, data, H)
-        ctx, tgt = windows(data.segment("test").values, cfg.task.context_length, H)
+        ctx, tgt = windows(data.segments("test")[0].values, cfg.task.context_length, H)
         rows = {}
         for name in names:
             t0 = time.perf_counter()
-            member = make_member(name, cfg).fit([data.segment("train")], data.segment("val"), spec)
+            member = make_member(name, cfg).fit(data.segments("train"), data.validation(), spec)
             fit_s = time.perf_counter() - t0
             t0 = time.perf_counter()
             fc = predict_many(member, ctx, H)
@@ -441,9 +441,9 @@ def hybrid_core_job(dataset: str, horizon: int, seed: int, every: int) -> dict[s
                             "core.classical_text=false"])
     data = prepare_data(cfg, str(DATA / FILES[dataset]), horizon)
     spec = task_spec(cfg, data, horizon)
-    ctx, tgt = windows(data.segment("test").values, cfg.task.context_length, horizon)
+    ctx, tgt = windows(data.segments("test")[0].values, cfg.task.context_length, horizon)
     t0 = time.perf_counter()
-    member = make_member("timellm", cfg).fit([data.segment("train")], data.segment("val"), spec)
+    member = make_member("timellm", cfg).fit(data.segments("train"), data.validation(), spec)
     fit_s = time.perf_counter() - t0
     t0 = time.perf_counter()  # the same windows as every_nth(): the first, then every ``every``-th
     fc = member.predict(ctx[::every])

@@ -152,6 +152,12 @@ class Dataset:
             out[rows] = plans[int(i)].fold_of(starts[rows] - self.offsets[i])
         return out
 
+    def times(self, starts: np.ndarray) -> np.ndarray:
+        """Each window's time (rows of ``values`` -> its row in its series less the series' history end): every
+        series' history ends at time 0, so that windows of many series are aged alike (one series: a shift)."""
+        which = self.series_of(starts)
+        return np.asarray(starts, np.int64) - self.offsets[which] - np.asarray(self.history_ends)[which]
+
     def sample_starts(self, horizon: int, max_windows: int, plans: Sequence[FoldPlan], folds: int) -> np.ndarray:
         """Historical window starts (rows of ``values``), ``max_windows`` shared out over the series.
 

@@ -262,9 +262,9 @@ def learn_deployment(cfg: Config, oof: OOFWindows, members: list[str], gate: Gat
     bands = member_bands = None
     if levels:
         spread = member_spread(forecasts)
-        bands = fit_bands(combined, oof.target, ctx_out, spread, oof.folds, levels, starts=oof.starts, offset=offset)
+        bands = fit_bands(combined, oof.target, ctx_out, spread, oof.folds, levels, starts=oof.times, offset=offset)
         member_bands = {m: fit_bands(oof.forecasts[m], oof.target, ctx_out, spread, oof.folds, levels,
-                                     bands.normaliser, oof.starts, offset, bands.half_life) for m in members}
+                                     bands.normaliser, oof.times, offset, bands.half_life) for m in members}
     deployment = Deployment(
         horizon=horizon, members=list(members), mode=mode, used=used, fallback=fallback, fallback_reason=reason,
         router=router, static=static, mask=gate.mask if router is None else router.mask, steps=steps,

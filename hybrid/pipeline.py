@@ -179,11 +179,12 @@ class HorizonFitter:
     def _fit(self, name: str, plans: list[FoldPlan], spec: TaskSpec, starts: np.ndarray, steps: int,
              references: Any = None) -> Fits | None:
         member = make_member(name, self.cfg)
-        agnostic = member.horizon_agnostic
+        per_series = member.per_series and self.data.many  # its tasks return one horizon's forecasts, not fits
+        agnostic = member.horizon_agnostic and not per_series
         if agnostic and name in self.cache:
             return self.cache[name]
         try:
-            if member.per_series and self.data.many:
+            if per_series:
                 fits: Fits = self._fit_per_series(name, spec, starts, steps)
             else:
                 fitted_spec = replace(spec, horizon=self.cache_horizon) if agnostic else spec
@@ -207,9 +208,12 @@ class HorizonFitter:
         jobs = [SeriesJob(data.rows(i), data.splits[i], self.plans[i], starts[which == i] - data.offsets[i])
                 for i in range(data.n_series)]
         task = functools.partial(series_task, name=name, cfg=cfg, spec=replace(spec, n_jobs=1), steps=steps)
+        t0 = time.perf_counter()
         res = parallel_map(task, jobs, n_jobs=cfg.runtime.n_jobs, backend=cfg.runtime.backend,
                            dask_address=cfg.runtime.dask_address, desc=f"{name}: {len(jobs)} series")
-        return SeriesFits.from_tasks(name, res, self.plans[0].n_folds)
+        fits = SeriesFits.from_tasks(name, res, self.plans[0].n_folds)
+        fits.seconds = {"all stages": round(time.perf_counter() - t0, 3)}
+        return fits
 
     def _oof(self, fits: Fits, name: str, oof: OOFWindows, bt_ctx: np.ndarray | None, steps: int,
              refs: np.ndarray | None = None) -> None:
@@ -227,7 +231,7 @@ class HorizonFitter:
         out = data.out_ch
         starts = data.sample_starts(H, cfg.stack.max_windows, self.plans, cfg.stack.folds)
         ctx, tgt = data.windows(starts, L, H)
-        oof = OOFWindows(starts, data.fold_of(starts, self.plans), ctx, tgt[:, out])
+        oof = OOFWindows(starts, data.fold_of(starts, self.plans), ctx, tgt[:, out], times=data.times(starts))
         bt_ctx = shift_context(ctx, steps)
         seconds: dict[str, float] = {}
 

@@ -40,6 +40,8 @@ class OOFWindows:
         target: targets [n, Co, H] (output channels).
         forecasts: member -> out-of-fold forecasts [n, Co, H].
         backtests: member -> out-of-fold forecasts [n, Co, H'] of the backtest context.
+        times: each window's time in rows, what the bands age their scores by (default: its start; many series:
+            its row in its series less the series' history end, so that every series' history ends at time 0).
     """
 
     starts: np.ndarray
@@ -48,6 +50,11 @@ class OOFWindows:
     target: np.ndarray
     forecasts: dict[str, np.ndarray] = field(default_factory=dict)
     backtests: dict[str, np.ndarray] = field(default_factory=dict)
+    times: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.times is None:
+            self.times = self.starts
 
     def mse(self, name: str) -> np.ndarray:
         """A member's out-of-fold MSE per output channel [Co]."""

@@ -346,3 +346,36 @@ def test_many_series_forecast_preview_is_readable(tmp_path, capsys):
                                 "hybrid-hi-95"]
     assert [ln.split()[0] for ln in table[1:]] == ["s0", "s0", "s1", "s1", "s2", "s2"]
     assert all(len(ln) <= 110 for ln in lines[: header + 7]) and not any("e-" in ln or "e+" in ln for ln in table)
+
+
+def test_several_horizons_on_many_series_fit_each_horizon_series_by_series(tmp_path):
+    """ARIMA and ETS keep no fits on many series (their tasks return one horizon's forecasts), so every horizon runs
+    their tasks again: H 6 and 12 together give the ETS test scores of H 12 alone (the same folds: both end at 12)."""
+    series = {f"s{i}": (f"2021-01-0{1 + i}", _seasonal(n, i)) for i, n in enumerate((300, 340))}
+    path = tmp_path / "two.csv"
+    _long(series).to_csv(path, index=False)
+    common = ["--context-length", "48", "--set", "runtime.progress=false", "--set", "runtime.n_jobs=1",
+              "--members", "linear,ets", "--overwrite"]
+    assert main(["fit", "--data", str(path), "--horizon", "6", "12", "--run-dir", "both", *common]) == 0
+    assert main(["fit", "--data", str(path), "--horizon", "12", "--run-dir", "one", *common]) == 0
+    both, one = json.loads(Path("both/manifest.json").read_text()), json.loads(Path("one/manifest.json").read_text())
+    assert both["results"]["12"]["metrics"]["ets"]["test"] == one["results"]["12"]["metrics"]["ets"]["test"]
+    six = both["results"]["6"]
+    assert np.isfinite(six["metrics"]["ets"]["test"]["mse"]) and six["members"]["ets"]["seconds"]["all stages"] > 0
+    frame = pd.read_csv("both/forecast.csv")
+    assert frame.groupby("horizon").size().to_dict() == {6: 2 * 6, 12: 2 * 12}
+
+
+def test_windows_of_many_series_are_aged_from_each_series_end(tmp_path):
+    """The bands weight recent out-of-fold windows more: on many series a window's age is counted from its own
+    series' history end, not from its row in the file (where later series would look newer)."""
+    from hybrid.config import load_config
+    from hybrid.dataset import from_long
+
+    frame = _long({"a": ("2021-01-01", _seasonal(300, 1)), "b": ("2021-03-01", _seasonal(300, 2))})
+    cfg = load_config(None, None, {"task": {"context_length": 48}})
+    data = from_long(cfg, "two.csv", frame, 12)
+    rows = np.arange(0, 200, 7)
+    a, b = data.times(rows), data.times(rows + data.offsets[1])
+    np.testing.assert_array_equal(a, b)  # the same row of two equally long series: the same time
+    assert a[0] == -data.splits[0].val_end and (np.diff(a) == 7).all()
