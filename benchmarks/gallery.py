@@ -1,6 +1,6 @@
 """The gallery: hybrid against its own best member on every real series that ships offline, and the benchmark files.
 
-    python benchmarks/gallery.py [--cases airpassengers,etth1] [--seed 0] [--no-core] [--table-only]
+    python benchmarks/gallery.py [--cases airpassengers,etth1] [--seed 0] [--no-core] [--table-only] [--horizons 192,720]
     /work/venvs/peers/bin/python benchmarks/gallery.py --peers [--cases ...]   # statsforecast, in its environment
 
 Cases: ``benchmarks/gallery_cases.py`` (fixed before any combination rule was chosen). Each case is fitted with
@@ -24,6 +24,7 @@ has statsforecast on them, fitted on the training part).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import platform
@@ -200,10 +201,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-core", action="store_true", help="classical members only, everywhere")
     ap.add_argument("--peers", action="store_true", help="statsforecast on the short series (peers environment)")
     ap.add_argument("--table-only", action="store_true", help="rebuild the table from the records")
+    ap.add_argument("--horizons", default="", help="comma-separated horizons instead of each case's own (e.g. the "
+                    "benchmark files at 192,720)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     OUT_CSV.mkdir(parents=True, exist_ok=True)
     chosen = [case(n) for n in args.cases.split(",") if n] or list(CASES)
+    if args.horizons:
+        chosen = [dataclasses.replace(c, horizons=tuple(int(h) for h in args.horizons.split(","))) for c in chosen]
     if not args.table_only:
         for c in chosen:
             if args.peers:
