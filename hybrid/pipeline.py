@@ -1,7 +1,9 @@
 """The pipeline: cross-fit every member, learn the combination out of fold, score, persist.
 
 ``fit_run`` is what ``hybrid fit`` does; ``forecast_run`` what ``hybrid
-forecast`` does. Per horizon (docs/architecture.md, "Data flow"):
+forecast`` does for one series (:mod:`hybrid.panel` serves many). One series
+or many are one :class:`hybrid.dataset.Dataset`, fitted by one
+:class:`HorizonFitter`. Per horizon (docs/architecture.md, "Data flow"):
 
 1. every classical member at every stage (:mod:`hybrid.crossfit`): selection
    on train / val, one fit per fold, refit on train + val, production fit;
@@ -11,7 +13,8 @@ forecast`` does. Per horizon (docs/architecture.md, "Data flow"):
 4. the router and the static combiners, learned and checked fold by fold
    (:mod:`router.fitting`), and conformal bands from the out-of-fold errors
    (:mod:`hybrid.intervals`);
-5. the test part, scored chunk by chunk (:mod:`hybrid.evaluation`).
+5. the test part, scored chunk by chunk (:mod:`hybrid.evaluation`); many
+   series: the production forecasts of every series' next steps too.
 
 The test part chooses nothing.
 """
