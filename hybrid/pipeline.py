@@ -165,7 +165,7 @@ class HorizonFitter:
     names: tuple[str, ...]
     cache: dict[str, Fits]
     bar: Any = None
-    cache_horizon: int = 0
+    cache_horizon: int = 0  # the longest horizon of the run: horizon-agnostic members fit for it (0: this one)
     fits: dict[str, Fits] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
 
@@ -190,7 +190,7 @@ class HorizonFitter:
             if per_series:
                 fits: Fits = self._fit_per_series(name, spec, starts, steps)
             else:
-                fitted_spec = replace(spec, horizon=self.cache_horizon) if agnostic else spec
+                fitted_spec = replace(spec, horizon=self.cache_horizon or self.horizon) if agnostic else spec
                 fits = fit_member_stages(name, self.cfg, self.data, fitted_spec, plans, references, self._progress(name))
                 if self.data.many:
                     fits.fit = f"one fit per stage across {self.data.n_series} series"
