@@ -368,10 +368,3 @@ class SeriesFits:
 
     def describe(self) -> dict[str, Any]:
         return {"folds": self.n_folds, "seconds": self.seconds, "fit": self.fit}
-
-
-def window_contexts(values: np.ndarray, starts: np.ndarray, context_length: int, horizon: int
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Contexts [n, C, L] and targets [n, C, H] of the windows starting at ``starts`` (copies)."""
-    ctx, tgt = gather_windows(values, starts, context_length, horizon)
-    return np.ascontiguousarray(ctx), np.ascontiguousarray(tgt)

@@ -210,7 +210,7 @@ class HorizonFitter:
         which = data.series_of(starts)
         jobs = [SeriesJob(data.rows(i), data.splits[i], self.plans[i], starts[which == i] - data.offsets[i])
                 for i in range(data.n_series)]
-        task = functools.partial(series_task, name=name, cfg=cfg, spec=replace(spec, n_jobs=1), steps=steps)
+        task = functools.partial(series_task, name=name, cfg=cfg, spec=spec, steps=steps)  # spec.n_jobs: 1
         t0 = time.perf_counter()
         res = parallel_map(task, jobs, n_jobs=cfg.runtime.n_jobs, backend=cfg.runtime.backend,
                            dask_address=cfg.runtime.dask_address, desc=f"{name}: {len(jobs)} series")
@@ -332,7 +332,7 @@ class HorizonFitter:
     def score_test(self, deployment: Deployment, channels: list[str]
                    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
         """Scores of every member (refit and train-only), every combination and the bands on the test part, and
-        each test window's MSE by each of them."""
+        (many series) each test window's MSE by each of them."""
         cfg, data, H, L, out = self.cfg, self.data, self.horizon, self.L, self.data.out_ch
         test_starts = data.test_starts(L, H)
         board, board_train = Scoreboard(channels), Scoreboard(channels)
@@ -347,7 +347,7 @@ class HorizonFitter:
             bt = {n: self.fits[n].backtest("refit", ctx, H, deployment.steps, rows)[:, out]
                   for n in deployment.backtest_members}
             combos = board.add_deployed(deployment, ctx[:, out], fc_out, bt, tgt)
-            for n, f in {**fc_out, **combos}.items():
+            for n, f in ({**fc_out, **combos} if data.many else {}).items():  # many series: scores per series
                 errors.setdefault(n, []).append(((f.astype(np.float64) - tgt) ** 2).mean(axis=(1, 2)))
             if scores_train_only(cfg, reads_references=False):
                 train_fc = self._stage_forecasts("selection", ctx, rows, with_core=scores_train_only(cfg, True))

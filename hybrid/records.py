@@ -41,7 +41,7 @@ class HorizonResult:
         seconds: wall seconds per member and per step.
         channels: the output channels' names.
         test_windows: how many test windows the test scores cover.
-        window_errors: name -> each test window's MSE (series after series).
+        window_errors: many series: name -> each test window's MSE (series after series); else empty.
         production: many series: the H steps after each series' end (long format, original units); else None.
     """
 

@@ -51,7 +51,8 @@ def _fits(n_rows: int, L: int, H: int, kind: str, freq: str, ratios: tuple[float
         split = make_split(n_rows, L, H, kind=kind, freq=freq, ratios=ratios)
     except HybridInputError:
         return False
-    return split.n_windows("train", L, H) >= MIN_TRAIN_WINDOWS and _plan(split.val_end, L, H, folds, None) is not None
+    enough = split.n_windows("train", L, H) >= MIN_TRAIN_WINDOWS
+    return enough and _first_plans([split.val_end], L, H, folds, None) is not None
 
 
 def _fold_counts(folds: int) -> list[int]:
@@ -62,11 +63,13 @@ def _fold_counts(folds: int) -> list[int]:
     return out
 
 
-def _plan(history_end: int, L: int, H: int, folds: int, purge: int | None) -> FoldPlan | None:
-    """The fold plan with ``folds`` folds or the nearest count that leaves every fold a training window."""
+def _first_plans(history_ends: Sequence[int], L: int, H: int, folds: int, purge: int | None
+                 ) -> list[FoldPlan] | None:
+    """One plan per history with ``folds`` folds or the nearest count that leaves every fold of every history a
+    training window (one count for all); None when no count does."""
     for k in _fold_counts(folds):
         try:
-            return make_fold_plan(history_end, L, H, k, purge)
+            return [make_fold_plan(end, L, H, k, purge) for end in history_ends]
         except HybridInputError:
             continue
     return None
@@ -194,15 +197,12 @@ def fit_fold_plans(history_ends: Sequence[int], context_length: int, max_horizon
     if folds < 2:
         raise HybridInputError(f"{key} must be at least 2; got {folds}.")
     shortest = min(history_ends)
-    for k in _fold_counts(folds):
-        try:
-            plans = [make_fold_plan(end, context_length, max_horizon, k, purge) for end in history_ends]
-        except HybridInputError:
-            continue
-        if k != folds:
+    plans = _first_plans(history_ends, context_length, max_horizon, folds, purge)
+    if plans is not None:
+        if plans[0].n_folds != folds:
             logger.warning("%s: %d folds leave a fold without a training window on a history of %d rows "
                            "(context_length %d, horizon %d); using %d.", key, folds, shortest, context_length,
-                           max_horizon, k)
+                           max_horizon, plans[0].n_folds)
         return plans
     raise HybridInputError(
         f"cross-fitting: no count of folds ({key}, 2 to {MAX_FOLDS}) leaves every fold a training window on a "

@@ -12,7 +12,7 @@ import pytest
 from hybrid import members as registry
 from hybrid.cli import main
 from hybrid.config import load_config
-from hybrid.crossfit import fit_member_stages, oof_references, window_contexts
+from hybrid.crossfit import fit_member_stages, oof_references
 from hybrid.pipeline import prepare_data, task_spec
 from kernel.contract import Member, Segment, TaskSpec, as_segments, check_context
 from kernel.protocol import make_fold_plan, windows
@@ -117,7 +117,7 @@ def test_memorising_member_gets_its_unseen_error_out_of_fold_not_zero(tmp_path: 
     spec = task_spec(cfg, run, H)
     fits = fit_member_stages("memo", cfg, run, spec, [plan])
     starts = plan.history_starts(H)
-    ctx, tgt = window_contexts(run.scaled, starts, L, H)
+    ctx, tgt = run.windows(starts, L, H)
 
     def mse(f: np.ndarray) -> float:
         return float(np.mean((f - tgt) ** 2))
@@ -152,7 +152,7 @@ def test_core_references_come_from_fold_fits_that_left_the_window_out(tmp_path: 
     source = oof_references(fits, ("linear",), run.scaled, L)
     starts = plan.history_starts(H)[::97]
     refs = source.forecasts(starts, H)  # [n, C, 1, H]
-    ctx, _ = window_contexts(run.scaled, starts, L, H)
+    ctx, _ = run.windows(starts, L, H)
     for i, s in enumerate(starts):
         k = int(plan.fold_of(np.array([s]))[0])
         np.testing.assert_allclose(refs[i, :, 0], fits["linear"].folds[k].predict(ctx[i : i + 1])[0], rtol=1e-6)
