@@ -61,6 +61,7 @@ from kernel.distributed import is_main_process
 from kernel.errors import HybridInputError
 from kernel.parallel import parallel_map
 from kernel.protocol import FoldPlan, Scaler
+from llm_core.config import ladder_variant
 from router.features import backtest_steps, shift_context
 
 logger = logging.getLogger(__name__)
@@ -102,6 +103,8 @@ def check_config(cfg: Config) -> tuple[int, ...]:
     if cfg.runtime.n_jobs == 0:
         raise HybridInputError("runtime.n_jobs must be a positive number of workers or negative (-1: all cores); got 0.")
     check_levels(cfg.task.levels)
+    for variant in cfg.core.ladder_variants:
+        ladder_variant(cfg.core, variant)
     return horizons
 
 

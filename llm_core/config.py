@@ -5,24 +5,29 @@ Sizes are chosen so that the default config trains to early stop within about
 10 minutes on a 2-core CPU for ETTh1 (L 512, H 96, 7 channels); on a GPU the
 ``auto`` sampling settings use every training and validation window.
 
-``budget: auto`` (the default) lets the selection fit choose how much to
-train (docs/architecture.md, "The Time-LLM core"): rung 0 trains each
-``ladder_variants`` backbone a small budget; when none beats the untrained
-start (the reference mix) by more than ``ladder_tol`` on validation, the core
-is that start and no later fit trains; otherwise the best variant trains
-with early stopping at growing samples per epoch while validation improves,
-within ``max_minutes``. ``budget: fixed`` trains ``epochs`` x
+``budget: auto`` (the default) lets the selection fit choose what and how
+much to train (docs/architecture.md, "The Time-LLM core"): rung 0 trains
+each ``ladder_variants`` entry (backbone, fused or plain, patch) at the
+smallest budget that judges it; when none beats the untrained start (the
+reference mix) by more than ``ladder_tol`` on validation, the core is that
+start and no later fit trains; otherwise the best variant trains with early
+stopping at growing samples per epoch while validation improves, within
+``max_minutes``. ``budget: fixed`` trains ``epochs`` x
 ``max_train_windows`` with early stopping, as before.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+
+from kernel.errors import HybridInputError
 
 Schedule = Literal["onecycle", "cosine", "constant"]
 Device = Literal["auto", "cpu", "cuda"]
 Budget = Literal["auto", "fixed"]
+LADDER_VARIANTS = ("configured", "none", "none:plain", "none:plain:period")  # core.ladder_variants' default
 
 
 @dataclass(frozen=True)
@@ -67,9 +72,10 @@ class CoreConfig:
     max_val_windows: int = -1  # validation samples (channel-windows); -1: auto (CPU 1024, GPU all); 0: all
     # --- budget (docs/architecture.md, "The Time-LLM core": the ladder of the selection fit) ---------------
     budget: Budget = "auto"  # auto: the selection fit climbs a ladder of budgets (ladder_*); fixed: as configured
-    ladder_variants: tuple[str, ...] = ("configured", "none")  # backbones tried at rung 0 (configured: core.backbone)
-    ladder_samples: int = 128  # rung 0: max(this, max_train_windows // 4) samples an epoch; max_train_windows <= this: fixed
-    ladder_epochs: int = 1  # epochs each rung-0 candidate trains
+    # plain: no references and no classical text, trained from scratch; period: the patch tied to the dominant period
+    ladder_variants: tuple[str, ...] = LADDER_VARIANTS  # backbone[:plain][:period] at rung 0 (configured: core.backbone)
+    ladder_samples: int = 128  # fused rung 0: max(this, max_train_windows // 4) samples; max_train_windows <= this: fixed
+    ladder_epochs: int = 1  # epochs each fused rung-0 candidate trains (a plain one trains the schedule: epochs)
     ladder_growth: int = 4  # later rungs train max_train_windows samples an epoch, then this many times more a rung
     ladder_tol: float = 0.005  # relative validation gain a rung needs (rung 0: over the untrained start, later: the best)
     max_minutes: float = -1.0  # no rung or epoch starts after this many minutes; -1: auto (CPU 10, GPU no limit); 0: none
@@ -78,3 +84,30 @@ class CoreConfig:
     cpu_bf16: bool = True  # bf16 autocast on CPU (always on CUDA)
     num_threads: int = 0  # torch CPU threads; 0: all cores
     progress: bool = True  # tqdm bar per epoch
+
+
+VARIANT_FLAGS: dict[str, dict[str, Any]] = {
+    "plain": {"references": False, "classical_text": False},  # no reference tokens, no classical text
+    "period": {"patch_len": "auto"},  # the patch tied to the dominant period
+}
+
+
+def ladder_variant(config: CoreConfig, variant: str) -> tuple[str, CoreConfig]:
+    """One ``core.ladder_variants`` entry as (label, config): ``backbone[:plain][:period]``.
+
+    ``configured`` stands for ``core.backbone``. ``plain`` drops the reference
+    tokens and the classical text (the core alone, trained from scratch);
+    ``period`` ties the patch to the dominant period. The label names the
+    backbone as resolved, then the flags (``none:plain:period``).
+    """
+    backbone, *flags = str(variant).split(":")
+    unknown = [f for f in flags if f not in VARIANT_FLAGS]
+    if not backbone or unknown or len(set(flags)) != len(flags):
+        raise HybridInputError(
+            f"core.ladder_variants: {variant!r} is not backbone[:plain][:period] (a backbone such as configured, none "
+            f"or minilm, then optional flags from {sorted(VARIANT_FLAGS)}); fix that entry.")  # fmt: skip
+    backbone = config.backbone if backbone == "configured" else backbone
+    changes: dict[str, Any] = {"backbone": backbone}
+    for f in flags:
+        changes.update(VARIANT_FLAGS[f])
+    return ":".join([backbone, *flags]), dataclasses.replace(config, **changes)

@@ -16,9 +16,10 @@ Training (``llm_core.trainer``) uses AdamW on the trainable parts only, a
 one-cycle or cosine schedule, gradient clipping and early stopping on the
 validation windows (the best state is kept). The test part is never seen.
 With ``core.budget: auto`` the fit with validation (the selection fit)
-climbs a ladder of budgets first (``TimeLLM._climb``): a small rung-0 budget
-per backbone variant, the untrained start when no variant beats it, else
-the best variant at growing samples per epoch while validation improves.
+climbs a ladder of budgets first (``TimeLLM._climb``): a rung-0 budget per
+variant (backbone, fused or plain, patch), the untrained start when no
+variant beats it, else the best variant at growing samples per epoch while
+validation improves.
 :meth:`TimeLLM.frozen` gives a copy that trains the chosen variant, samples
 per epoch and number of epochs from the chosen start, without validation
 (refits on folds and train + val).
@@ -48,7 +49,7 @@ from kernel.errors import HybridInputError
 from kernel.protocol import WindowSet
 from llm_core import ddp
 from llm_core.backbone import load_backbone, word_token_ids
-from llm_core.config import CoreConfig
+from llm_core.config import CoreConfig, ladder_variant
 from llm_core.layers import TimeLLMNet, count_parameters, revin_stats
 from llm_core.prompt import PromptCache, PromptEncoder, SampleCache
 from llm_core.trainer import Samples, Trainer, TrainResult
@@ -134,13 +135,19 @@ class _Prepared:
 
 @dataclass
 class _Candidate:
-    """One variant (backbone) of the ladder: a set-up member and its best rung so far."""
+    """One variant of the ladder: a set-up member, its budget at the last rung and its best rung so far.
 
-    backbone: str
+    A variant with an untrained start (``prep.start_val``: the references' mix) is judged after a few steps off
+    it; one without (plain) starts from scratch, so each of its rungs trains the whole early-stopped schedule.
+    """
+
+    label: str
     member: TimeLLM | None
     plan: _Plan
     prep: _Prepared
     start_state: dict[str, torch.Tensor]
+    samples: int = 0
+    epochs: int = 0
     best_val: float = math.inf
     best_state: dict[str, torch.Tensor] | None = None
     best_record: dict[str, Any] = field(default_factory=dict)
@@ -470,11 +477,11 @@ class TimeLLM(Member):
             return False
         return True
 
-    def _ladder_backbones(self) -> list[str]:
-        """The rung-0 candidates' backbones: ``core.ladder_variants``, ``configured`` resolved, each once."""
+    def _ladder_variants(self) -> list[tuple[str, CoreConfig]]:
+        """The rung-0 candidates: ``core.ladder_variants`` as (label, config), ``configured`` resolved, each once."""
         cfg = self.config
-        names = [cfg.backbone if v == "configured" else str(v) for v in cfg.ladder_variants] or [cfg.backbone]
-        return list(dict.fromkeys(names))
+        found = dict(ladder_variant(cfg, v) for v in (cfg.ladder_variants or ("configured",)))
+        return list(found.items())
 
     def _deadline(self, started: float) -> float | None:
         """``time.perf_counter()`` value after which no rung or epoch of the ladder starts (None: no limit)."""
@@ -495,89 +502,112 @@ class TimeLLM(Member):
         (same seed), so that a frozen copy reproduces the winner with its
         variant, samples per epoch, schedule length and epoch count alone.
 
-        1. Rung 0: each variant trains ``ladder_epochs`` epochs of ``max(ladder_samples,
-           max_train_windows // 4)`` samples; with more than two variants the best half goes on, samples x
-           ``ladder_growth``, until one is left (successive halving).
+        1. Rung 0 trains each variant at the smallest budget that can judge it. A variant that starts from the
+           references' mix (fused) trains ``ladder_epochs`` epochs of ``max(ladder_samples, max_train_windows //
+           4)`` samples: do a few steps move it off its start for the better? A variant without one (plain) starts
+           from scratch and trains the early-stopped schedule (``epochs`` of ``max_train_windows`` samples). With
+           more than two variants the best half goes on, samples x ``ladder_growth``, until one is left
+           (successive halving). Variants that resolve to the same network (a period patch where no period was
+           found) train once.
         2. When no variant beat the untrained start by more than ``ladder_tol`` at rung 0, the core is that start
            (best epoch 0): its frozen copies train nothing.
-        3. Otherwise the best variant trains with early stopping (``epochs``, ``patience``) at ``max_train_windows``
-           samples per epoch, then ``ladder_growth`` times more a rung while a rung improves the best validation
-           loss by more than ``ladder_tol``, every training window is not yet used and ``max_minutes`` allows.
+        3. Otherwise the best variant trains with early stopping (``epochs``, ``patience``) at ``ladder_growth``
+           times its last samples per epoch (at least ``max_train_windows``), growing so while a rung improves the
+           best validation loss by more than ``ladder_tol``, every training window is not yet used and
+           ``max_minutes`` allows.
         4. The member is the best rung of that variant (``ladder_``, ``ladder_winner_``).
         """
         cfg = self.config
         deadline = self._deadline(started)
         self.ladder_: list[dict[str, Any]] = []
         cands: list[_Candidate] = []
-        for backbone in self._ladder_backbones():
+        seen: dict[tuple[Any, ...], str] = {}
+        n_pool = len(plan.pool)
+        for label, vcfg in self._ladder_variants():
             member, mplan = self, plan
-            if backbone != cfg.backbone:
-                member = type(self)(dataclasses.replace(cfg, backbone=backbone), self.period)
+            if vcfg != cfg:
+                member = type(self)(vcfg, self.period)
                 member.name = self.name
                 mplan = member._plan(train, val, spec, None, ladder=True)
+            key = (vcfg.backbone, member.use_references_, member.use_classical_text_, member.patch_len_,
+                   member.stride_)
+            if key in seen:
+                log.info("timellm ladder: variant %s builds the same core as %s; it trains once.", label, seen[key])
+                continue
+            seen[key] = label
             prep = member._prepare(mplan, spec, np.random.default_rng(spec.seed), cands[0].prep if cands else None)
-            cands.append(_Candidate(backbone, member, mplan, prep, _trainable_copy(member.net_)))
+            c = _Candidate(label, member, mplan, prep, _trainable_copy(member.net_))
+            if prep.start_val is None:  # from scratch: the whole early-stopped schedule
+                c.samples, c.epochs = min(n_pool, plan.per_epoch), cfg.epochs
+            else:  # a few steps off the start
+                c.samples, c.epochs = min(n_pool, max(cfg.ladder_samples, plan.per_epoch // 4)), cfg.ladder_epochs
+            cands.append(c)
 
-        n_pool = len(plan.pool)
-        samples = min(n_pool, max(cfg.ladder_samples, plan.per_epoch // 4))
         rung, alive = 0, cands
         while True:
             for c in alive:
-                self._rung(c, rung, samples, cfg.ladder_epochs, None, spec.seed)
+                self._rung(c, rung, None, spec.seed)
             if rung == 0:
                 starts = [c.prep.start_val for c in cands if c.prep.start_val is not None]
                 best = min(c.best_val for c in cands)
                 if starts and _gain(min(starts), best) <= cfg.ladder_tol:
-                    self._settle_at_start(cands, samples, min(starts), best, sum(c.steps for c in cands))
+                    self._settle_at_start(cands, min(starts), best, sum(c.steps for c in cands))
                     return
             if len(alive) == 1:
                 break
             alive = sorted(alive, key=lambda c: c.best_val)[: (len(alive) + 1) // 2]
             if len(alive) == 1:
                 break
-            rung, samples = rung + 1, min(n_pool, samples * cfg.ladder_growth)
+            rung += 1
+            for c in alive:
+                c.samples = min(n_pool, c.samples * cfg.ladder_growth)
         (winner,) = alive
-        chose = (f"the lowest validation loss at rung {rung} among {[c.backbone for c in cands]}" if len(cands) > 1
+        chose = (f"the lowest validation loss at rung {rung} among {[c.label for c in cands]}" if len(cands) > 1
                  else "the only variant")  # fmt: skip
         for c in cands:
             if c is not winner and c.member is not self:
                 c.member = None  # its network and backbone are not needed any more
 
-        samples = min(n_pool, max(samples * cfg.ladder_growth, plan.per_epoch))
+        if winner.samples >= n_pool and winner.epochs == cfg.epochs:
+            self._settle(winner, f"variant: {chose}; stopped growing: rung {rung} used every training sample "
+                                 f"({n_pool})", sum(c.steps for c in cands))  # fmt: skip
+            return
+        winner.samples = min(n_pool, max(winner.samples * cfg.ladder_growth, plan.per_epoch))
+        winner.epochs = cfg.epochs
         while True:
             rung += 1
             before = winner.best_val
-            self._rung(winner, rung, samples, cfg.epochs, deadline, spec.seed)
+            self._rung(winner, rung, deadline, spec.seed)
             gain = _gain(before, winner.last_val)
             if gain <= cfg.ladder_tol:
                 why = f"rung {rung} improved the best validation loss by {gain:.2%}, not more than {cfg.ladder_tol:.2%}"
                 break
-            if samples >= n_pool:
+            if winner.samples >= n_pool:
                 why = f"rung {rung} used every training sample ({n_pool})"
                 break
-            ahead = min(n_pool, samples * cfg.ladder_growth)
-            needed = winner.last_seconds * ahead / samples
+            ahead = min(n_pool, winner.samples * cfg.ladder_growth)
+            needed = winner.last_seconds * ahead / winner.samples
             if deadline is not None and self._agree(time.perf_counter() + needed > deadline):
                 why = (f"rung {rung + 1} (about {needed:.1f} s) would end after core.max_minutes "
                        f"({(deadline - started) / 60:g})")  # fmt: skip
                 break
-            samples = ahead
+            winner.samples = ahead
         self._settle(winner, f"variant: {chose}; stopped growing: {why}", sum(c.steps for c in cands))
 
-    def _rung(self, c: _Candidate, rung: int, samples: int, epochs: int, deadline: float | None, seed: int) -> None:
-        """Train candidate ``c`` from its untrained start: ``epochs`` epochs (the schedule's length) of ``samples``."""
+    def _rung(self, c: _Candidate, rung: int, deadline: float | None, seed: int) -> None:
+        """Train candidate ``c`` from its untrained start: ``c.epochs`` epochs (the schedule's length) of ``c.samples``."""
         member = c.member
         assert member is not None
         member.net_.load_state_dict(c.start_state, strict=False)
         torch.manual_seed(seed)
-        trainer = Trainer(member.net_, dataclasses.replace(member.config, epochs=epochs), member.device_,
+        trainer = Trainer(member.net_, dataclasses.replace(member.config, epochs=c.epochs), member.device_,
                           member.autocast)
         t0 = time.perf_counter()
-        result = trainer.fit(c.prep.train, c.plan.pool, samples, np.random.default_rng(seed), c.prep.val,
+        result = trainer.fit(c.prep.train, c.plan.pool, c.samples, np.random.default_rng(seed), c.prep.val,
                              c.plan.vpool, start_val=c.prep.start_val, deadline=deadline)
         seconds = time.perf_counter() - t0
         record = {
-            "variant": c.backbone, "rung": rung, "samples_per_epoch": int(samples), "schedule_epochs": int(epochs),
+            "variant": c.label, "rung": rung, "samples_per_epoch": int(c.samples), "schedule_epochs": int(c.epochs),
             "epochs": sum(1 for h in result.history if h["epoch"] > 0), "best_epoch": int(result.best_epoch),
             "best_val_loss": float(result.best_val), "seconds": round(seconds, 3),
         }  # fmt: skip
@@ -589,16 +619,15 @@ class TimeLLM(Member):
             c.best_val, c.best_state, c.best_record, c.best_result = (
                 result.best_val, _trainable_copy(member.net_), record, result)
 
-    def _settle_at_start(self, cands: list[_Candidate], samples: int, start_val: float, best: float,
-                         steps: int) -> None:
+    def _settle_at_start(self, cands: list[_Candidate], start_val: float, best: float, steps: int) -> None:
         """The core is its untrained start (best epoch 0); the cheapest variant (``none`` first) keeps it."""
         cfg = self.config
         keep = [c for c in cands if c.prep.start_val is not None]
-        c = min(keep, key=lambda c: (c.backbone != "none", c.prep.start_val))
+        c = min(keep, key=lambda c: (c.label.split(":")[0] != "none", c.prep.start_val))
         c.best_state, c.best_val = c.start_state, float(c.prep.start_val)
         c.best_result = TrainResult([{"epoch": 0, "val_loss": c.best_val, "seconds": 0.0}], 0, c.best_val)
-        c.best_record = {"variant": c.backbone, "rung": 0, "samples_per_epoch": int(samples),
-                         "schedule_epochs": int(cfg.ladder_epochs)}
+        c.best_record = {"variant": c.label, "rung": 0, "samples_per_epoch": int(c.samples),
+                         "schedule_epochs": int(c.epochs)}
         why = (f"no variant beat the untrained start by more than {cfg.ladder_tol:.2%} at rung 0 (best validation "
                f"loss {best:.6g}, start {start_val:.6g}): the core is its untrained start")  # fmt: skip
         log.info("timellm: core.budget auto: %s (best epoch 0); the fold fits and the refit train nothing.", why)
@@ -616,7 +645,7 @@ class TimeLLM(Member):
         self.config_ = dataclasses.replace(c.member.config, budget="fixed", max_train_windows=rec["samples_per_epoch"],
                                            epochs=rec["schedule_epochs"])
         self.ladder_winner_ = {
-            "variant": c.backbone, "rung": rec["rung"], "samples_per_epoch": rec["samples_per_epoch"],
+            "variant": c.label, "rung": rec["rung"], "samples_per_epoch": rec["samples_per_epoch"],
             "schedule_epochs": rec["schedule_epochs"], "best_epoch": self.best_epoch_,
             "best_val_loss": float(result.best_val), "why": why,
         }  # fmt: skip

@@ -48,6 +48,7 @@ def _core(**kw: object) -> CoreConfig:
         backbone="none", patch_len=8, stride=4, d_model=8, n_heads=2, d_keys=4, d_ff=16, dropout=0.0, epochs=3,
         patience=2, batch_size=16, max_train_windows=128, max_val_windows=48, progress=False, cpu_bf16=False,
         lr=0.01, reference_members=REFS, references=True, classical_text=False, ladder_samples=32,
+        ladder_variants=("none",),
     )  # fmt: skip
     base.update(kw)
     return CoreConfig(**base)  # type: ignore[arg-type]
@@ -191,7 +192,48 @@ def test_a_backbone_none_winner_rebuilds_as_none_and_variants_compete_at_rung_0(
     assert (both.net_.backbone is None) == (best == "none")
 
 
+def test_a_plain_variant_trains_the_schedule_at_rung_0_and_a_plain_winner_is_rebuilt_plain(tmp_path: Path) -> None:
+    x = _seasonal()
+    member = _fit(_core(ladder_variants=("none", "none:plain")), x)
+    first = {r["variant"]: r for r in member.ladder_ if r["rung"] == 0}
+    assert set(first) == {"none", "none:plain"}
+    assert (first["none"]["samples_per_epoch"], first["none"]["schedule_epochs"]) == (32, 1)  # a few steps off the start
+    assert (first["none:plain"]["samples_per_epoch"], first["none:plain"]["schedule_epochs"]) == (128, 3)  # the schedule
+    best = min(first.values(), key=lambda r: r["best_val_loss"])["variant"]
+    assert member.ladder_winner_["variant"] == best and {r["variant"] for r in member.ladder_[2:]} == {best}
+
+    plain = _fit(_core(ladder_variants=("none:plain",)), x)  # the only variant: no start to keep, it trains
+    assert plain.ladder_winner_["variant"] == "none:plain" and plain.best_epoch_ >= 1
+    assert [r["samples_per_epoch"] for r in plain.ladder_][:2] == [128, 422]  # then x 4, capped at every sample
+    assert "used every training sample" in plain.ladder_winner_["why"]
+    assert plain.reference_names_ == () and not plain.config_.references and not plain.config_.classical_text
+    ctx, refs = _windows(x)
+    assert np.array_equal(plain.predict(ctx, refs), plain.predict(ctx))  # it reads no reference
+    fold = _fold_fit(plain, x)
+    assert not fold.config.references and fold.reference_names_ == () and fold.steps_ > 0
+    plain.save(tmp_path / "m")
+    again = TimeLLM.load(tmp_path / "m")
+    assert again.config_ == plain.config_ and np.array_equal(again.predict(ctx), plain.predict(ctx))
+
+
+def test_a_strong_start_is_kept_even_when_a_plain_variant_trained(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="llm_core.member"):
+        member = _fit(_core(ladder_variants=("none", "none:plain", "none:plain:period")), _trend(), period=None)
+    assert [r["variant"] for r in member.ladder_] == ["none", "none:plain", "none:plain:period"]
+    assert member.ladder_winner_["variant"] == "none" and member.best_epoch_ == 0 and member.net_.head_is_zero()
+    periodic = [r["samples_per_epoch"] for r in member.ladder_ if r["variant"].endswith("period")]
+    assert periodic == [128]
+    # a period expert ties every patch to its period: the period flag builds the same core, which trains once
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="llm_core.member"):
+        expert = _fit(_core(ladder_variants=("none:plain", "none:plain:period")), _trend(), period=16)
+    assert [r["variant"] for r in expert.ladder_ if r["rung"] == 0] == ["none:plain"]
+    assert any("builds the same core as none:plain" in r.getMessage() for r in caplog.records)
+
+
 def test_budget_settings_are_checked() -> None:
+    with pytest.raises(HybridInputError, match="core.ladder_variants: 'none:fused'"):
+        _fit(_core(ladder_variants=("none:fused",)), _trend())
     with pytest.raises(HybridInputError, match="core.budget"):
         _fit(_core(budget="sometimes"), _trend())
     with pytest.raises(HybridInputError, match="ladder_growth"):
