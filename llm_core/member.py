@@ -505,7 +505,8 @@ class TimeLLM(Member):
         1. Rung 0 trains each variant at the smallest budget that can judge it. A variant that starts from the
            references' mix (fused) trains ``ladder_epochs`` epochs of ``max(ladder_samples, max_train_windows //
            4)`` samples: do a few steps move it off its start for the better? A variant without one (plain) starts
-           from scratch and trains the early-stopped schedule (``epochs`` of ``max_train_windows`` samples). With
+           from scratch and trains the early-stopped schedule (``epochs`` of ``max_train_windows`` samples), then
+           larger ones while it is on its way to the start (:meth:`_reach_start`). With
            more than two variants the best half goes on, samples x ``ladder_growth``, until one is left
            (successive halving). Variants that resolve to the same network (a period patch where no period was
            found) train once.
@@ -543,15 +544,17 @@ class TimeLLM(Member):
                 c.samples, c.epochs = min(n_pool, max(cfg.ladder_samples, plan.per_epoch // 4)), cfg.ladder_epochs
             cands.append(c)
 
+        start = min((c.prep.start_val for c in cands if c.prep.start_val is not None), default=None)
         rung, alive = 0, cands
         while True:
             for c in alive:
                 self._rung(c, rung, None, spec.seed)
-            if rung == 0:
-                starts = [c.prep.start_val for c in cands if c.prep.start_val is not None]
+                if rung == 0 and c.prep.start_val is None and start is not None:
+                    self._reach_start(c, start, deadline, spec.seed)
+            if rung == 0 and start is not None:
                 best = min(c.best_val for c in cands)
-                if starts and _gain(min(starts), best) <= cfg.ladder_tol:
-                    self._settle_at_start(cands, min(starts), best, sum(c.steps for c in cands))
+                if _gain(start, best) <= cfg.ladder_tol:
+                    self._settle_at_start(cands, start, best, sum(c.steps for c in cands))
                     return
             if len(alive) == 1:
                 break
@@ -593,6 +596,27 @@ class TimeLLM(Member):
                 break
             winner.samples = ahead
         self._settle(winner, f"variant: {chose}; stopped growing: {why}", sum(c.steps for c in cands))
+
+    def _reach_start(self, c: _Candidate, start: float, deadline: float | None, seed: int) -> None:
+        """Rung 0 of a variant trained from scratch, after its first schedule: does it reach the untrained start?
+
+        While it has not beaten the start by ``ladder_tol``, it trains again at ``ladder_growth`` times the samples
+        per epoch: once, and then only while its last step up closed at least the gap left to the start (one more
+        step at that pace would reach it), every training sample is not yet used and ``max_minutes`` allows.
+        Where training from scratch cannot catch the references' mix, this costs two short schedules.
+        """
+        cfg = self.config
+        target, n_pool = start * (1 - cfg.ladder_tol), len(c.plan.pool)
+        previous: float | None = None
+        while c.last_val > target and c.samples < n_pool:
+            if previous is not None and previous - c.last_val < c.last_val - target:
+                return
+            ahead = min(n_pool, c.samples * cfg.ladder_growth)
+            needed = c.last_seconds * ahead / c.samples
+            if deadline is not None and self._agree(time.perf_counter() + needed > deadline):
+                return
+            previous, c.samples = c.last_val, ahead
+            self._rung(c, 0, None, seed)
 
     def _rung(self, c: _Candidate, rung: int, deadline: float | None, seed: int) -> None:
         """Train candidate ``c`` from its untrained start: ``c.epochs`` epochs (the schedule's length) of ``c.samples``."""

@@ -219,16 +219,34 @@ def test_a_plain_variant_trains_the_schedule_at_rung_0_and_a_plain_winner_is_reb
 def test_a_strong_start_is_kept_even_when_a_plain_variant_trained(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="llm_core.member"):
         member = _fit(_core(ladder_variants=("none", "none:plain", "none:plain:period")), _trend(), period=None)
-    assert [r["variant"] for r in member.ladder_] == ["none", "none:plain", "none:plain:period"]
+    assert [r["variant"] for r in member.ladder_] == ["none"] + ["none:plain"] * 2 + ["none:plain:period"] * 2
     assert member.ladder_winner_["variant"] == "none" and member.best_epoch_ == 0 and member.net_.head_is_zero()
     periodic = [r["samples_per_epoch"] for r in member.ladder_ if r["variant"].endswith("period")]
-    assert periodic == [128]
+    assert periodic == [128, 422]  # the schedule, then x 4 (capped at every sample) on its way to the start
     # a period expert ties every patch to its period: the period flag builds the same core, which trains once
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="llm_core.member"):
         expert = _fit(_core(ladder_variants=("none:plain", "none:plain:period")), _trend(), period=16)
     assert [r["variant"] for r in expert.ladder_ if r["rung"] == 0] == ["none:plain"]
     assert any("builds the same core as none:plain" in r.getMessage() for r in caplog.records)
+
+
+def test_a_plain_variant_climbs_at_rung_0_only_while_it_closes_its_gap_to_the_start() -> None:
+    rng = np.random.default_rng(1)
+    t = np.arange(T)[:, None]
+    cfg = _core(ladder_variants=("none", "none:plain"), max_train_windows=8, ladder_samples=2)
+    # a random walk: the drift start is hard to catch; the second schedule closes too little of the gap, so it stops
+    walk = _fit(cfg, (0.1 * np.cumsum(rng.standard_normal((T, C)), 0)).astype(np.float32))
+    plain = [r for r in walk.ladder_ if r["variant"] == "none:plain"]
+    assert [(r["rung"], r["samples_per_epoch"]) for r in plain] == [(0, 8), (0, 32)]
+    start = walk.ladder_winner_["best_val_loss"]
+    gap, step = plain[1]["best_val_loss"] - start, plain[0]["best_val_loss"] - plain[1]["best_val_loss"]
+    assert step < gap and walk.ladder_winner_["variant"] == "none" and walk.best_epoch_ == 0
+    # a noisy trend: each schedule closes more than the gap left, until the plain core beats the start and wins
+    noisy = _fit(cfg, (0.01 * t + 0.3 * rng.standard_normal((T, C))).astype(np.float32))
+    first = [r["samples_per_epoch"] for r in noisy.ladder_ if r["variant"] == "none:plain" and r["rung"] == 0]
+    assert first == [8, 32, 128] and noisy.ladder_winner_["variant"] == "none:plain"
+    assert noisy.ladder_winner_["best_val_loss"] < noisy.ladder_[0]["best_val_loss"] * (1 - cfg.ladder_tol)
 
 
 def test_budget_settings_are_checked() -> None:
