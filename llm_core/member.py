@@ -516,7 +516,8 @@ class TimeLLM(Member):
            times its last samples per epoch (at least ``max_train_windows``), growing so while a rung improves the
            best validation loss by more than ``ladder_tol``, every training window is not yet used and
            ``max_minutes`` allows.
-        4. The member is the best rung of that variant (``ladder_``, ``ladder_winner_``).
+        4. The member is the best rung of that variant (``ladder_``, ``ladder_winner_``), where a last rung that
+           improved by no more than ``ladder_tol`` does not count: its gain is not worth its cost in every later fit.
         """
         cfg = self.config
         deadline = self._deadline(started)
@@ -579,10 +580,11 @@ class TimeLLM(Member):
         winner.epochs = cfg.epochs
         while True:
             rung += 1
-            before = winner.best_val
+            before = (winner.best_val, winner.best_state, winner.best_record, winner.best_result)
             self._rung(winner, rung, deadline, spec.seed)
-            gain = _gain(before, winner.last_val)
-            if gain <= cfg.ladder_tol:
+            gain = _gain(before[0], winner.last_val)
+            if gain <= cfg.ladder_tol:  # not worth its cost: the cheaper best rung stays the budget
+                winner.best_val, winner.best_state, winner.best_record, winner.best_result = before
                 why = f"rung {rung} improved the best validation loss by {gain:.2%}, not more than {cfg.ladder_tol:.2%}"
                 break
             if winner.samples >= n_pool:

@@ -108,7 +108,8 @@ def test_training_helps_the_ladder_climbs_past_rung_0_with_growing_samples() -> 
     assert all(r["schedule_epochs"] == 3 for r in member.ladder_[1:])  # later rungs: core.epochs, early-stopped
     win = member.ladder_winner_
     assert win["rung"] >= 1 and member.best_epoch_ >= 1 and not member.net_.head_is_zero()
-    assert win["best_val_loss"] == min(r["best_val_loss"] for r in member.ladder_)
+    kept = member.ladder_[:-1] if "not more than" in win["why"] else member.ladder_  # a last rung within tol: not kept
+    assert win["best_val_loss"] == min(r["best_val_loss"] for r in kept)
     assert win["best_val_loss"] < member.history_[0]["val_loss"] * (1 - member.config.ladder_tol)  # beat the start
     # the frozen copies train the winner's budget: its samples per epoch, schedule and epoch count
     assert member.config_.budget == "fixed" and member.config_.max_train_windows == win["samples_per_epoch"]
@@ -116,6 +117,19 @@ def test_training_helps_the_ladder_climbs_past_rung_0_with_growing_samples() -> 
     fold = _fold_fit(member, x)
     assert fold.config == member.config_ and fold.fixed_epochs == member.best_epoch_
     assert len(fold.history_) == member.best_epoch_ and fold.steps_ > 0
+
+
+def test_a_last_rung_that_gains_no_more_than_the_tolerance_is_not_kept() -> None:
+    member = _fit(_core(ladder_growth=2, ladder_tol=0.1), _seasonal())
+    later = [r for r in member.ladder_ if r["rung"] > 0]
+    assert [r["samples_per_epoch"] for r in later] == [128, 256, 422]
+    last, kept = later[-1], later[-2]
+    assert last["best_val_loss"] < kept["best_val_loss"] * (1 - 1e-6)  # the last rung was a little better ...
+    assert last["best_val_loss"] > kept["best_val_loss"] * (1 - 0.1)  # ... by less than the tolerance
+    win = member.ladder_winner_  # so the cheaper rung is the budget every later fit trains
+    assert (win["rung"], win["samples_per_epoch"], win["best_val_loss"]) == (kept["rung"], 256, kept["best_val_loss"])
+    assert member.config_.max_train_windows == 256 and "not more than 10.00%" in win["why"]
+    assert member.best_epoch_ == kept["best_epoch"]
 
 
 def test_the_ladder_stops_at_max_minutes() -> None:
