@@ -507,7 +507,7 @@ class TimeLLM(Member):
            4)`` samples: do a few steps move it off its start for the better? A variant without one (plain) starts
            from scratch and trains the early-stopped schedule (``epochs`` of ``max_train_windows`` samples), then
            larger ones while it is on its way to the start (:meth:`_reach_start`). With
-           more than two variants the best half goes on, samples x ``ladder_growth``, until one is left
+           more than one variant the better half goes on, samples x ``ladder_growth``, until one is left
            (successive halving). Variants that resolve to the same network (a period patch where no period was
            found) train once.
         2. When no variant beat the untrained start by more than ``ladder_tol`` at rung 0, the core is that start
