@@ -46,6 +46,7 @@ class CoreConfig:
     vocab_size: int = 5000  # V word tokens the prototypes are mapped from; 0: the full vocabulary
     d_ff: int = 128  # backbone output features kept per patch position for the flatten head
     dropout: float = 0.1  # dropout in patch embedding, reprogramming and head
+    attn_dropout: float = 0.0  # dropout on the attention weights of the encoder layer used without a backbone
     # --- prompt ---------------------------------------------------------------------------------
     prompt: bool = True  # prefix the prompt (description, task, window statistics)
     top_k_lags: int = 5  # lags named in the prompt ("top 5 lags are: ...")

@@ -132,6 +132,9 @@ class TimeLLMNet(nn.Module):
         context_length, horizon: L and H.
         patch_len, stride: patching.
         d_model, n_heads, d_keys, num_prototypes, d_ff, dropout: sizes (see CoreConfig).
+        attn_dropout: dropout on the attention weights of the encoder layer used without a backbone. PatchTST
+            uses none there; on a CPU it makes a training step about twice as slow (the mask of every
+            [B, heads, P, P] weight is drawn one number at a time, and the fused attention kernel cannot run).
         backbone: the frozen transformer (``inputs_embeds`` interface) or None.
         d_llm: the backbone's hidden width (ignored without a backbone).
         vocab_ids: the reduced vocabulary [V] (ignored without a backbone).
@@ -153,6 +156,7 @@ class TimeLLMNet(nn.Module):
         d_ff: int,
         dropout: float,
         backbone: nn.Module | None,
+        attn_dropout: float = 0.0,
         d_llm: int = 0,
         vocab_ids: torch.Tensor | None = None,
         n_references: int = 0,
@@ -174,6 +178,7 @@ class TimeLLMNet(nn.Module):
             self.encoder = nn.TransformerEncoderLayer(
                 d_model, n_heads, dim_feedforward=4 * d_model, dropout=dropout, batch_first=True
             )
+            self.encoder.self_attn.dropout = attn_dropout  # the rest of the layer keeps ``dropout``
             width = d_model
         self.n_references = n_references
         self.n_positions = self.n_patches  # positions the head reads

@@ -259,6 +259,7 @@ class TimeLLM(Member):
             num_prototypes=cfg.num_prototypes,
             d_ff=cfg.d_ff,
             dropout=cfg.dropout,
+            attn_dropout=cfg.attn_dropout,
             backbone=backbone,
             d_llm=d_llm,
             vocab_ids=vocab,

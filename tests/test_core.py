@@ -293,3 +293,21 @@ def test_onecycle_schedule_survives_every_short_run(steps: int) -> None:
         opt.step()
         sched.step()
     assert opt.param_groups[0]["lr"] >= 0
+
+
+def test_attention_dropout_of_the_encoder_without_a_backbone_is_its_own_key() -> None:
+    """``core.attn_dropout`` reaches the encoder's attention weights and nothing else (``dropout`` 0 here)."""
+    member, ctx = _fit(_cfg("none", epochs=1, references=False))
+    x = torch.from_numpy(np.ascontiguousarray(ctx[:, 0]))  # one channel of each window: [B, L]
+
+    def two_passes(p: float) -> tuple[torch.Tensor, torch.Tensor]:
+        member.net_.encoder.self_attn.dropout = p
+        member.net_.train()
+        with torch.no_grad():
+            return member.net_(x), member.net_(x)
+
+    assert member.net_.encoder.self_attn.dropout == 0.0  # the default
+    assert torch.equal(*two_passes(0.0))  # no dropout anywhere: training passes agree
+    assert not torch.equal(*two_passes(0.5))  # the attention weights are dropped: they differ
+    trained, _ = _fit(_cfg("none", epochs=1, references=False, attn_dropout=0.3))
+    assert trained.net_.encoder.self_attn.dropout == 0.3
