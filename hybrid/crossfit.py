@@ -234,7 +234,8 @@ def fit_member_stages(
 
     t0 = time.perf_counter()
     say("selection")
-    selection = member.fit(data.segments("train"), data.validation(), spec)
+    later = n_folds + int(refit_on_trainval) + int(not reads)  # frozen fits below that train its chosen budget
+    selection = member.fit(data.segments("train"), data.validation(), replace(spec, later_fits=later))
     seconds["selection"] = round(time.perf_counter() - t0, 3)
 
     folds = []

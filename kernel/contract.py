@@ -103,6 +103,10 @@ class TaskSpec:
         description: the dataset's domain description (prompt text).
         references: out-of-fold forecasts of the reference members, for
             members with ``uses_references`` (None: no references).
+        later_fits: frozen copies (:meth:`Member.frozen`) that will train
+            this fit's chosen budget after it: the fold fits and the refits.
+            A member whose choice is bound by a time limit counts them (the
+            core's ladder); 0 for any fit that chooses nothing.
     """
 
     context_length: int
@@ -116,6 +120,7 @@ class TaskSpec:
     channel_names: tuple[str, ...] = ()
     description: str = ""
     references: ReferenceSource | None = field(default=None, compare=False, hash=False, repr=False)
+    later_fits: int = 0
 
 
 @runtime_checkable

@@ -79,7 +79,8 @@ class CoreConfig:
     ladder_epochs: int = 1  # epochs each fused rung-0 candidate trains (a plain one trains the schedule: epochs)
     ladder_growth: int = 4  # later rungs train max_train_windows samples an epoch, then this many times more a rung
     ladder_tol: float = 0.005  # relative validation gain a rung needs (rung 0: over the untrained start, later: the best)
-    max_minutes: float = -1.0  # no rung or epoch starts after this many minutes; -1: auto (CPU 10, GPU no limit); 0: none
+    # a rung starts only if it and the fold fits and refits that would train its budget end within max_minutes
+    max_minutes: float = -1.0  # the whole core, fold fits and refits included; -1: auto (CPU 10, GPU no limit); 0: none
     # --- runtime --------------------------------------------------------------------------------
     device: Device = "auto"  # auto | cpu | cuda
     cpu_bf16: bool = True  # bf16 autocast on CPU (always on CUDA)

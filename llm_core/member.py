@@ -154,6 +154,7 @@ class _Candidate:
     best_result: TrainResult | None = None
     last_val: float = math.inf
     last_seconds: float = 0.0
+    last_epochs: int = 0  # epochs the last rung ran (early stopping or the deadline may end it before ``epochs``)
     steps: int = 0
 
 
@@ -516,12 +517,14 @@ class TimeLLM(Member):
         3. Otherwise the best variant trains with early stopping (``epochs``, ``patience``) at ``ladder_growth``
            times its last samples per epoch (at least ``max_train_windows``), growing so while a rung improves the
            best validation loss by more than ``ladder_tol``, every training window is not yet used and
-           ``max_minutes`` allows.
+           ``max_minutes`` leaves time for the next rung and for the fold fits and refits that would train its
+           budget (``spec.later_fits``; :meth:`_too_long`).
         4. The member is the best rung of that variant (``ladder_``, ``ladder_winner_``), where a last rung that
            improved by no more than ``ladder_tol`` does not count: its gain is not worth its cost in every later fit.
         """
         cfg = self.config
         deadline = self._deadline(started)
+        self.later_fits_ = spec.later_fits
         self.ladder_: list[dict[str, Any]] = []
         cands: list[_Candidate] = []
         seen: dict[tuple[Any, ...], str] = {}
@@ -552,7 +555,7 @@ class TimeLLM(Member):
             for c in alive:
                 self._rung(c, rung, None, spec.seed)
                 if rung == 0 and c.prep.start_val is None and start is not None:
-                    self._reach_start(c, start, deadline, spec.seed)
+                    self._reach_start(c, start, deadline, started, spec.later_fits, spec.seed)
             if rung == 0 and start is not None:
                 best = min(c.best_val for c in cands)
                 if _gain(start, best) <= cfg.ladder_tol:
@@ -577,8 +580,13 @@ class TimeLLM(Member):
             self._settle(winner, f"variant: {chose}; stopped growing: rung {rung} used every training sample "
                                  f"({n_pool})", sum(c.steps for c in cands))  # fmt: skip
             return
-        winner.samples = min(n_pool, max(winner.samples * cfg.ladder_growth, plan.per_epoch))
-        winner.epochs = cfg.epochs
+        ahead = min(n_pool, max(winner.samples * cfg.ladder_growth, plan.per_epoch))
+        too_long = self._too_long(winner, ahead, cfg.epochs, deadline, started, spec.later_fits)
+        if too_long:
+            self._settle(winner, f"variant: {chose}; stopped growing: rung {rung + 1} {too_long}",
+                         sum(c.steps for c in cands))
+            return
+        winner.samples, winner.epochs = ahead, cfg.epochs
         while True:
             rung += 1
             before = (winner.best_val, winner.best_state, winner.best_record, winner.best_result)
@@ -592,20 +600,40 @@ class TimeLLM(Member):
                 why = f"rung {rung} used every training sample ({n_pool})"
                 break
             ahead = min(n_pool, winner.samples * cfg.ladder_growth)
-            needed = winner.last_seconds * ahead / winner.samples
-            if deadline is not None and self._agree(time.perf_counter() + needed > deadline):
-                why = (f"rung {rung + 1} (about {needed:.1f} s) would end after core.max_minutes "
-                       f"({(deadline - started) / 60:g})")  # fmt: skip
+            too_long = self._too_long(winner, ahead, winner.epochs, deadline, started, spec.later_fits)
+            if too_long:
+                why = f"rung {rung + 1} {too_long}"
                 break
             winner.samples = ahead
         self._settle(winner, f"variant: {chose}; stopped growing: {why}", sum(c.steps for c in cands))
 
-    def _reach_start(self, c: _Candidate, start: float, deadline: float | None, seed: int) -> None:
+    def _too_long(self, c: _Candidate, samples: int, epochs: int, deadline: float | None, started: float,
+                  later_fits: int) -> str:
+        """Why training ``c`` at ``samples`` x ``epochs`` would not fit in ``core.max_minutes`` ("": it would).
+
+        ``core.max_minutes`` bounds the whole cross-fitted core: the rung, and the ``later_fits`` frozen copies
+        (fold fits, refit) that would train its budget after the ladder if it won. Its time is estimated from
+        ``c``'s last rung per epoch and sample; a frozen copy is counted as a whole rung, though it scores no
+        validation and may stop at an earlier best epoch, so the estimate is high rather than low. Under torchrun
+        the ranks agree.
+        """
+        if deadline is None:
+            return ""
+        rung = c.last_seconds / max(1, c.last_epochs) * epochs * samples / max(1, c.samples)
+        needed = rung * (1 + later_fits)
+        if not self._agree(time.perf_counter() + needed > deadline):
+            return ""
+        return (f"(about {rung:.1f} s, and as much again for each of the {later_fits} fold fits and refits that "
+                f"would train its budget) would end after core.max_minutes ({(deadline - started) / 60:g})")
+
+    def _reach_start(self, c: _Candidate, start: float, deadline: float | None, started: float, later_fits: int,
+                     seed: int) -> None:
         """Rung 0 of a variant trained from scratch, after its first schedule: does it reach the untrained start?
 
         While it has not beaten the start by ``ladder_tol``, it trains again at ``ladder_growth`` times the samples
         per epoch: once, and then only while its last step up closed at least the gap left to the start (one more
-        step at that pace would reach it), every training sample is not yet used and ``max_minutes`` allows.
+        step at that pace would reach it), every training sample is not yet used and ``max_minutes`` allows it
+        with its ``later_fits`` (:meth:`_too_long`).
         Where training from scratch cannot catch the references' mix, this costs two short schedules.
         """
         cfg = self.config
@@ -615,8 +643,7 @@ class TimeLLM(Member):
             if previous is not None and previous - c.last_val < c.last_val - target:
                 return
             ahead = min(n_pool, c.samples * cfg.ladder_growth)
-            needed = c.last_seconds * ahead / c.samples
-            if deadline is not None and self._agree(time.perf_counter() + needed > deadline):
+            if self._too_long(c, ahead, c.epochs, deadline, started, later_fits):
                 return
             previous, c.samples = c.last_val, ahead
             self._rung(c, 0, None, seed)
@@ -641,7 +668,7 @@ class TimeLLM(Member):
         self.ladder_.append(record)
         log.info("timellm ladder: %s", record)
         c.steps += result.steps
-        c.last_val, c.last_seconds = result.best_val, seconds
+        c.last_val, c.last_seconds, c.last_epochs = result.best_val, seconds, record["epochs"]
         if result.best_val < c.best_val:
             c.best_val, c.best_state, c.best_record, c.best_result = (
                 result.best_val, _trainable_copy(member.net_), record, result)
@@ -674,7 +701,7 @@ class TimeLLM(Member):
         self.ladder_winner_ = {
             "variant": c.label, "rung": rec["rung"], "samples_per_epoch": rec["samples_per_epoch"],
             "schedule_epochs": rec["schedule_epochs"], "best_epoch": self.best_epoch_,
-            "best_val_loss": float(result.best_val), "why": why,
+            "best_val_loss": float(result.best_val), "later_fits": self.later_fits_, "why": why,
         }  # fmt: skip
 
     def _measure_prompt(self, train_set: WindowSet, refs: SampleCache | None, pool: np.ndarray,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from kernel.errors import HybridInputError  # noqa: E402
 from kernel.protocol import windows  # noqa: E402
 from kernel.references import PredictedReferences  # noqa: E402
 from llm_core.config import CoreConfig  # noqa: E402
-from llm_core.member import TimeLLM  # noqa: E402
+from llm_core.member import TimeLLM, _Candidate  # noqa: E402
 
 L, H, C, T, TRAIN_END = 32, 8, 2, 400, 250
 REFS = ("drift",)
@@ -134,9 +135,22 @@ def test_a_last_rung_that_gains_no_more_than_the_tolerance_is_not_kept() -> None
 
 def test_the_ladder_stops_at_max_minutes() -> None:
     member = _fit(_core(max_minutes=1e-6), _seasonal())
-    later = [r for r in member.ladder_ if r["rung"] > 0]
-    assert len(later) == 1 and later[0]["epochs"] == 1  # rung 1 stops after its first epoch, no rung 2
+    assert [r["rung"] for r in member.ladder_] == [0]  # no later rung starts
+    assert "rung 1 (about" in member.ladder_winner_["why"]
     assert "would end after core.max_minutes" in member.ladder_winner_["why"]
+
+
+def test_max_minutes_counts_the_fold_fits_and_refits_that_would_train_the_budget() -> None:
+    member = _fit(_core(), _seasonal())
+    c = _Candidate("none", member, None, None, {}, samples=100, epochs=2)  # type: ignore[arg-type]
+    c.last_seconds, c.last_epochs = 10.0, 1  # 10 s an epoch of 100 samples: a rung of 2 x 400 takes 80 s
+    started = time.perf_counter()
+    deadline = started + 200.0
+    assert member._too_long(c, 400, 2, deadline, started, later_fits=0) == ""  # 80 s alone fits
+    assert member._too_long(c, 400, 2, deadline, started, later_fits=1) == ""  # 160 s fits
+    why = member._too_long(c, 400, 2, deadline, started, later_fits=2)  # 240 s does not
+    assert why.startswith("(about 80.0 s") and "each of the 2 fold fits and refits" in why
+    assert member._too_long(c, 400, 2, None, started, later_fits=50) == ""  # no limit (a GPU by default)
 
 
 # The validation losses per epoch (epoch 0: the untrained start) of the fit below by the code before core.budget

@@ -264,3 +264,20 @@ def test_linear_fit_many_equals_one_fit_per_stage(normalization: str, decomposit
     for a, b in zip(many, one_by_one, strict=True):
         np.testing.assert_allclose(a.weights_, b.weights_, rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(a.bias_, b.bias_, rtol=1e-9, atol=1e-12)
+
+
+def test_the_cores_time_limit_counts_the_fold_fits_and_the_refit_of_its_budget(tmp_path: Path):
+    pytest.importorskip("torch")
+    noisy_walk().to_csv(tmp_path / "walk.csv", index=False)
+    core = ["core.backbone=none", "core.max_train_windows=64", "core.max_val_windows=32", "core.d_model=8",
+            "core.n_heads=2", "core.d_ff=16", "core.epochs=2", "core.ladder_samples=16", "core.ladder_variants=[none]",
+            "core.reference_members=[linear]", "core.device=cpu"]  # fmt: skip
+    cfg = load_config(None, None, {"task": {"context_length": L, "horizons": [H]}}, ["runtime.progress=false", *core])
+    run = prepare_data(cfg, str(tmp_path / "walk.csv"), H)
+    plan = make_fold_plan(run.history_end, L, H, 3)
+    spec = task_spec(cfg, run, H)
+    refs = oof_references({"linear": fit_member_stages("linear", cfg, run, spec, [plan])}, ("linear",), run.scaled, L)
+    fits = fit_member_stages("timellm", cfg, run, spec, [plan], refs)
+    assert fits.selection.ladder_winner_["later_fits"] == 3 + 1  # three fold fits and the refit on train + val
+    assert len(fits.folds) == 3 and fits.production is fits.refit  # the core's production fit is its refit
+    assert all(getattr(f, "later_fits_", 0) == 0 for f in fits.folds)  # frozen copies choose nothing
