@@ -4,10 +4,15 @@ One batch of ``core.batch_size`` random samples (L 512) is pushed through
 ``--steps`` optimisation steps (forward, backward, gradient clipping, AdamW)
 of the network ``core.budget: auto`` trains most (``backbone none``, plain,
 patch 16 / stride 8), after ``--warmup`` steps, ``--runs`` times in
-alternation; the median is reported, for each horizon and each attention
-dropout (``core.attn_dropout``), with the ratio to the attention dropout of
-0.1 that the core used before. The steps' data are random: only the time is
-measured.
+alternation; the median is reported for each horizon and three ways:
+
+- before: torch's dropout modules and attention, as the core had them (each
+  mask drawn one random number per element);
+- now: the core as it is (its masks drawn by ``llm_core.layers.cpu_dropout``,
+  the same rates);
+- no attention dropout: ``core.attn_dropout`` 0 (torch's fused attention runs).
+
+The steps' data are random: only the time is measured.
 
 Usage:
     python benchmarks/core_step.py [--horizons 96,336] [--steps 200] [--runs 3] [--out benchmarks/core_step.md]
@@ -30,18 +35,35 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import cpu_model  # noqa: E402
 
 from llm_core.config import CoreConfig  # noqa: E402
-from llm_core.layers import TimeLLMNet  # noqa: E402
+from llm_core.layers import Dropout, SelfAttention, TimeLLMNet  # noqa: E402
 
 L, PATCH = 512, 16
 
 
-def step_ms(horizon: int, attn_dropout: float, steps: int, warmup: int) -> float:
-    """Milliseconds per training step of a fresh network (seed 0)."""
+def torch_masks(net: TimeLLMNet) -> TimeLLMNet:
+    """The network with torch's own dropout modules and attention in place of the core's (the same parameters)."""
+    for module in list(net.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, Dropout):
+                setattr(module, name, torch.nn.Dropout(child.p))
+            elif isinstance(child, SelfAttention):
+                plain = torch.nn.MultiheadAttention(child.embed_dim, child.num_heads, dropout=child.dropout,
+                                                    batch_first=True)
+                plain.load_state_dict(child.state_dict())
+                setattr(module, name, plain)
+    return net
+
+
+def step_ms(horizon: int, way: str, steps: int, warmup: int) -> float:
+    """Milliseconds per training step of a fresh network (seed 0) built ``way``: before, now or no_attn."""
     cfg = CoreConfig()
     torch.manual_seed(0)
     net = TimeLLMNet(context_length=L, horizon=horizon, patch_len=PATCH, stride=PATCH // 2, d_model=cfg.d_model,
                      n_heads=cfg.n_heads, d_keys=cfg.d_keys, num_prototypes=cfg.num_prototypes, d_ff=cfg.d_ff,
-                     dropout=cfg.dropout, attn_dropout=attn_dropout, backbone=None)  # fmt: skip
+                     dropout=cfg.dropout, attn_dropout=0.0 if way == "no_attn" else cfg.attn_dropout,
+                     backbone=None)  # fmt: skip
+    if way == "before":
+        net = torch_masks(net)
     net.train()
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr)
@@ -77,15 +99,17 @@ def main() -> None:
     lines = [f"Machine: {cpu_model()}, {os.cpu_count()} cores, 1-minute load {load:.2f} at the start; "
              f"torch {torch.__version__}, {args.threads} threads; batch {batch}, L {L}, patch {PATCH}; "
              f"median of {args.runs} runs of {args.steps} steps.", "",
-             "| H | attn_dropout 0.1 (before) ms/step | attn_dropout 0 (now) ms/step | speed-up "
-             "| s per 65,536 samples now |", "|---|---|---|---|---|"]  # fmt: skip
+             "| H | before: torch's masks, ms/step | now: the core's masks, ms/step | speed-up | "
+             "core.attn_dropout 0, ms/step | s per 65,536 samples now |", "|---|---|---|---|---|---|"]  # fmt: skip
+    ways = ("before", "now", "no_attn")
     for h in (int(v) for v in args.horizons.split(",")):
-        runs: dict[float, list[float]] = {0.1: [], 0.0: []}
+        runs: dict[str, list[float]] = {w: [] for w in ways}
         for _ in range(args.runs):
-            for p in runs:
-                runs[p].append(step_ms(h, p, args.steps, args.warmup))
-        before, now = statistics.median(runs[0.1]), statistics.median(runs[0.0])
-        lines.append(f"| {h} | {before:.2f} | {now:.2f} | {before / now:.2f}x | {now * 65536 / batch / 1e3:.1f} |")
+            for w in ways:
+                runs[w].append(step_ms(h, w, args.steps, args.warmup))
+        before, now, no_attn = (statistics.median(runs[w]) for w in ways)
+        lines.append(f"| {h} | {before:.2f} | {now:.2f} | {before / now:.2f}x | {no_attn:.2f} | "
+                     f"{now * 65536 / batch / 1e3:.1f} |")
         print(lines[-1], flush=True)
     text = "\n".join(lines) + "\n"
     print(text)

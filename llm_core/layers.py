@@ -20,6 +20,57 @@ from torch import nn
 
 REVIN_EPS = 1e-5
 REF_CLIP = 50.0  # reference tokens read the references in RevIN units clipped to +-REF_CLIP
+MASK_LEVELS = 1 << 16  # a CPU dropout mask compares 16-bit random numbers: the rate is a multiple of 1 / 65536
+
+
+def cpu_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Dropout of ``x`` at rate ``p`` (rounded to a multiple of 1 / 65536), its mask drawn four elements per word.
+
+    torch's CPU dropout draws one random number per element with its
+    generator, which made the attention weights' mask half of a training
+    step of the core without a backbone. Here each 64-bit random word gives
+    four 16-bit numbers; an element is kept when its number is at or above
+    the rate's cut, and kept elements are scaled by 1 / (1 - the rounded
+    rate), so the expectation is unchanged. Same generator (``torch.manual_seed``).
+    """
+    cut = round(p * MASK_LEVELS)
+    n = x.numel()
+    words = torch.randint(-(1 << 63), (1 << 63) - 1, ((n + 3) // 4,), dtype=torch.int64)
+    keep = words.view(torch.int16)[:n].view(x.shape) >= cut - MASK_LEVELS // 2
+    return x * (keep.to(x.dtype) * (MASK_LEVELS / (MASK_LEVELS - cut)))
+
+
+class Dropout(nn.Dropout):
+    """:class:`torch.nn.Dropout` with its mask drawn by :func:`cpu_dropout` on a CPU (the same on a GPU)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0 or x.device.type != "cpu":
+            return super().forward(x)
+        return cpu_dropout(x, self.p)
+
+
+class SelfAttention(nn.MultiheadAttention):
+    """Batch-first self-attention of :class:`torch.nn.MultiheadAttention`, its weights' dropout by :func:`cpu_dropout`.
+
+    In training on a CPU with dropout and no masks the weights are computed
+    here (softmax of the scaled dot products, dropout, times the values);
+    everywhere else, and for its parameters, it is torch's module.
+    """
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *args: object,
+                **kw: object) -> tuple[torch.Tensor, torch.Tensor | None]:
+        masked = any(a is not None for a in args[:1]) or kw.get("key_padding_mask") is not None \
+            or kw.get("attn_mask") is not None or bool(kw.get("is_causal"))
+        if not self.training or self.dropout == 0 or query.device.type != "cpu" or masked \
+                or not (query is key is value) or not self.batch_first:
+            return super().forward(query, key, value, *args, **kw)  # type: ignore[arg-type]
+        b, t, d = query.shape
+        h = self.num_heads
+        qkv = F.linear(query, self.in_proj_weight, self.in_proj_bias).view(b, t, 3, h, d // h)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each [B, h, T, d / h]
+        weights = torch.softmax(q @ k.transpose(-2, -1) * (d // h) ** -0.5, dim=-1)  # [B, h, T, T]
+        out = (cpu_dropout(weights, self.dropout) @ v).transpose(1, 2).reshape(b, t, d)
+        return self.out_proj(out), None
 
 
 def revin_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,7 +91,7 @@ class PatchEmbedding(nn.Module):
         super().__init__()
         self.patch_len, self.stride = patch_len, stride
         self.proj = nn.Linear(patch_len, d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.cat([x, x[:, -1:].expand(-1, self.stride)], dim=1)  # [B, L + stride]
@@ -71,7 +122,7 @@ class ReferenceEmbedding(nn.Module):
         self.n_tokens = (horizon + self.pad - patch_len) // stride + 1  # patches per member
         self.proj = nn.Linear(patch_len, width)
         self.identity = nn.Parameter(torch.randn(n_members, 1, width) * 0.02)  # [R, 1, D]
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, refs: torch.Tensor) -> torch.Tensor:
         """refs [B, R, H] (RevIN units) -> tokens [B, R * Pr, D]."""
@@ -132,9 +183,9 @@ class TimeLLMNet(nn.Module):
         context_length, horizon: L and H.
         patch_len, stride: patching.
         d_model, n_heads, d_keys, num_prototypes, d_ff, dropout: sizes (see CoreConfig).
-        attn_dropout: dropout on the attention weights of the encoder layer used without a backbone. PatchTST
-            uses none there; on a CPU it makes a training step about twice as slow (the mask of every
-            [B, heads, P, P] weight is drawn one number at a time, and the fused attention kernel cannot run).
+        attn_dropout: dropout on the attention weights of the encoder layer used without a backbone. On a CPU
+            every dropout mask of the network is drawn by :func:`cpu_dropout` (torch's, one random number per
+            element, made the attention weights' mask half of a training step).
         backbone: the frozen transformer (``inputs_embeds`` interface) or None.
         d_llm: the backbone's hidden width (ignored without a backbone).
         vocab_ids: the reduced vocabulary [V] (ignored without a backbone).
@@ -156,7 +207,7 @@ class TimeLLMNet(nn.Module):
         d_ff: int,
         dropout: float,
         backbone: nn.Module | None,
-        attn_dropout: float = 0.0,
+        attn_dropout: float = 0.1,
         d_llm: int = 0,
         vocab_ids: torch.Tensor | None = None,
         n_references: int = 0,
@@ -178,7 +229,12 @@ class TimeLLMNet(nn.Module):
             self.encoder = nn.TransformerEncoderLayer(
                 d_model, n_heads, dim_feedforward=4 * d_model, dropout=dropout, batch_first=True
             )
-            self.encoder.self_attn.dropout = attn_dropout  # the rest of the layer keeps ``dropout``
+            with torch.random.fork_rng(devices=[]):  # the generator is not advanced: later weights start as before
+                attn = SelfAttention(d_model, n_heads, dropout=attn_dropout, batch_first=True)
+            attn.load_state_dict(self.encoder.self_attn.state_dict())  # the layer's own initial weights
+            self.encoder.self_attn = attn
+            for name in ("dropout", "dropout1", "dropout2"):
+                setattr(self.encoder, name, Dropout(dropout))
             width = d_model
         self.n_references = n_references
         self.n_positions = self.n_patches  # positions the head reads
@@ -191,7 +247,7 @@ class TimeLLMNet(nn.Module):
                 self.reference_mix = nn.Parameter(torch.full((n_references,), 1.0 / n_references))  # [R]
         self.d_ff = min(d_ff, width)
         self.head = nn.Sequential(
-            nn.Flatten(start_dim=1), nn.Linear(self.d_ff * self.n_positions, horizon), nn.Dropout(dropout)
+            nn.Flatten(start_dim=1), nn.Linear(self.d_ff * self.n_positions, horizon), Dropout(dropout)
         )
 
     @torch.no_grad()

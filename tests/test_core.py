@@ -297,7 +297,7 @@ def test_onecycle_schedule_survives_every_short_run(steps: int) -> None:
 
 def test_attention_dropout_of_the_encoder_without_a_backbone_is_its_own_key() -> None:
     """``core.attn_dropout`` reaches the encoder's attention weights and nothing else (``dropout`` 0 here)."""
-    member, ctx = _fit(_cfg("none", epochs=1, references=False))
+    member, ctx = _fit(_cfg("none", epochs=1, attn_dropout=0.0))
     x = torch.from_numpy(np.ascontiguousarray(ctx[:, 0]))  # one channel of each window: [B, L]
 
     def two_passes(p: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -306,8 +306,35 @@ def test_attention_dropout_of_the_encoder_without_a_backbone_is_its_own_key() ->
         with torch.no_grad():
             return member.net_(x), member.net_(x)
 
-    assert member.net_.encoder.self_attn.dropout == 0.0  # the default
     assert torch.equal(*two_passes(0.0))  # no dropout anywhere: training passes agree
     assert not torch.equal(*two_passes(0.5))  # the attention weights are dropped: they differ
-    trained, _ = _fit(_cfg("none", epochs=1, references=False, attn_dropout=0.3))
-    assert trained.net_.encoder.self_attn.dropout == 0.3
+    assert _fit(_cfg("none", epochs=1))[0].net_.encoder.self_attn.dropout == 0.1  # the default
+
+
+def test_cpu_dropout_keeps_the_rate_and_the_expectation_and_follows_the_seed() -> None:
+    from llm_core.layers import cpu_dropout
+
+    x = torch.ones(400_001)
+    for p in (0.1, 0.5):
+        torch.manual_seed(0)
+        y = cpu_dropout(x, p)
+        assert abs(float((y == 0).float().mean()) - p) < 0.003  # the share dropped is the rate
+        assert abs(float(y.mean()) - 1.0) < 0.01  # kept elements are scaled: the expectation is kept
+        torch.manual_seed(0)
+        assert torch.equal(cpu_dropout(x, p), y)  # torch's generator: a seed repeats it
+
+
+def test_the_cores_attention_equals_torchs_and_drops_weights_only_in_training() -> None:
+    from llm_core.layers import SelfAttention
+
+    torch.manual_seed(0)
+    ours = SelfAttention(16, 4, dropout=1e-9, batch_first=True)  # a rate that rounds to 0: our path, nothing dropped
+    theirs = torch.nn.MultiheadAttention(16, 4, batch_first=True)
+    theirs.load_state_dict(ours.state_dict())
+    q = torch.randn(3, 7, 16)
+    ours.train(), theirs.train()
+    torch.testing.assert_close(ours(q, q, q, need_weights=False)[0], theirs(q, q, q, need_weights=False)[0])
+    ours.dropout = 0.5
+    assert not torch.allclose(ours(q, q, q, need_weights=False)[0], theirs(q, q, q, need_weights=False)[0])
+    ours.eval(), theirs.eval()  # no dropout in evaluation: torch's own path, the same forecast
+    torch.testing.assert_close(ours(q, q, q, need_weights=False)[0], theirs(q, q, q, need_weights=False)[0])

@@ -46,8 +46,8 @@ def _seasonal(seed: int = 0) -> np.ndarray:
 
 def _core(**kw: object) -> CoreConfig:
     base = dict(
-        backbone="none", patch_len=8, stride=4, d_model=8, n_heads=2, d_keys=4, d_ff=16, dropout=0.0, epochs=3,
-        patience=2, batch_size=16, max_train_windows=128, max_val_windows=48, progress=False, cpu_bf16=False,
+        backbone="none", patch_len=8, stride=4, d_model=8, n_heads=2, d_keys=4, d_ff=16, dropout=0.0, attn_dropout=0.0,
+        epochs=3, patience=2, batch_size=16, max_train_windows=128, max_val_windows=48, progress=False, cpu_bf16=False,
         lr=0.01, reference_members=REFS, references=True, classical_text=False, ladder_samples=32,
         ladder_variants=("none",),
     )  # fmt: skip
