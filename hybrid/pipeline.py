@@ -105,6 +105,10 @@ def check_config(cfg: Config) -> tuple[int, ...]:
     check_levels(cfg.task.levels)
     for variant in cfg.core.ladder_variants:
         ladder_variant(cfg.core, variant)
+    for key in ("dropout", "attn_dropout"):
+        rate = getattr(cfg.core, key)
+        if not 0 <= rate < 1:
+            raise HybridInputError(f"core.{key} must be at least 0 and below 1; got {rate!r}.")
     return horizons
 
 

@@ -46,7 +46,7 @@ class CoreConfig:
     vocab_size: int = 5000  # V word tokens the prototypes are mapped from; 0: the full vocabulary
     d_ff: int = 128  # backbone output features kept per patch position for the flatten head
     dropout: float = 0.1  # dropout in patch embedding, reprogramming and head
-    attn_dropout: float = 0.1  # dropout on the attention weights of the encoder layer used without a backbone
+    attn_dropout: float = 0.1  # attention-weight dropout of the encoder used without a backbone (not set by dropout)
     # --- prompt ---------------------------------------------------------------------------------
     prompt: bool = True  # prefix the prompt (description, task, window statistics)
     top_k_lags: int = 5  # lags named in the prompt ("top 5 lags are: ...")
@@ -79,7 +79,7 @@ class CoreConfig:
     ladder_epochs: int = 1  # epochs each fused rung-0 candidate trains (a plain one trains the schedule: epochs)
     ladder_growth: int = 4  # later rungs train max_train_windows samples an epoch, then this many times more a rung
     ladder_tol: float = 0.005  # relative validation gain a rung needs (rung 0: over the untrained start, later: the best)
-    # a rung starts only if it and the fold fits and refits that would train its budget end within max_minutes
+    # a growth rung starts only if it and the fold fits and refits that would train its budget end within it
     max_minutes: float = -1.0  # the whole core, fold fits and refits included; -1: auto (CPU 15, GPU no limit); 0: none
     # --- runtime --------------------------------------------------------------------------------
     device: Device = "auto"  # auto | cpu | cuda

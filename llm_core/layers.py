@@ -32,8 +32,11 @@ def cpu_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
     four 16-bit numbers; an element is kept when its number is at or above
     the rate's cut, and kept elements are scaled by 1 / (1 - the rounded
     rate), so the expectation is unchanged. Same generator (``torch.manual_seed``).
+    A rate of 1 drops everything, as torch's does.
     """
     cut = round(p * MASK_LEVELS)
+    if cut >= MASK_LEVELS:
+        return x * 0.0
     n = x.numel()
     words = torch.randint(-(1 << 63), (1 << 63) - 1, ((n + 3) // 4,), dtype=torch.int64)
     keep = words.view(torch.int16)[:n].view(x.shape) >= cut - MASK_LEVELS // 2
@@ -52,17 +55,19 @@ class Dropout(nn.Dropout):
 class SelfAttention(nn.MultiheadAttention):
     """Batch-first self-attention of :class:`torch.nn.MultiheadAttention`, its weights' dropout by :func:`cpu_dropout`.
 
-    In training on a CPU with dropout and no masks the weights are computed
-    here (softmax of the scaled dot products, dropout, times the values);
-    everywhere else, and for its parameters, it is torch's module.
+    In training on a CPU with dropout, called as :class:`torch.nn.TransformerEncoderLayer` calls it (one
+    batch-first input [B, T, D] as query, key and value, no mask, no weights asked for, every option at torch's
+    default), the weights are computed here: softmax of the scaled dot products, dropout, times the values.
+    Everywhere else, and for its parameters, it is torch's module.
     """
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *args: object,
                 **kw: object) -> tuple[torch.Tensor, torch.Tensor | None]:
-        masked = any(a is not None for a in args[:1]) or kw.get("key_padding_mask") is not None \
-            or kw.get("attn_mask") is not None or bool(kw.get("is_causal"))
-        if not self.training or self.dropout == 0 or query.device.type != "cpu" or masked \
-                or not (query is key is value) or not self.batch_first:
+        plain_call = not args and kw.get("need_weights") is False and all(
+            kw.get(k) is None for k in ("key_padding_mask", "attn_mask")) and not kw.get("is_causal")
+        plain_module = self.batch_first and self._qkv_same_embed_dim and self.bias_k is None and not self.add_zero_attn
+        if not (self.training and self.dropout > 0 and query.device.type == "cpu" and query.dim() == 3
+                and query is key is value and plain_call and plain_module):
             return super().forward(query, key, value, *args, **kw)  # type: ignore[arg-type]
         b, t, d = query.shape
         h = self.num_heads
@@ -183,9 +188,10 @@ class TimeLLMNet(nn.Module):
         context_length, horizon: L and H.
         patch_len, stride: patching.
         d_model, n_heads, d_keys, num_prototypes, d_ff, dropout: sizes (see CoreConfig).
-        attn_dropout: dropout on the attention weights of the encoder layer used without a backbone. On a CPU
-            every dropout mask of the network is drawn by :func:`cpu_dropout` (torch's, one random number per
-            element, made the attention weights' mask half of a training step).
+        attn_dropout: dropout on the attention weights of the encoder layer used without a backbone (``dropout``
+            does not set it). On a CPU every dropout mask of the network but the reprogramming's attention
+            (torch's) is drawn by :func:`cpu_dropout` (torch's, one random number per element, made the attention
+            weights' mask half of a training step).
         backbone: the frozen transformer (``inputs_embeds`` interface) or None.
         d_llm: the backbone's hidden width (ignored without a backbone).
         vocab_ids: the reduced vocabulary [V] (ignored without a backbone).

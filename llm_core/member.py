@@ -590,7 +590,9 @@ class TimeLLM(Member):
         while True:
             rung += 1
             before = (winner.best_val, winner.best_state, winner.best_record, winner.best_result)
-            self._rung(winner, rung, deadline, spec.seed)
+            share = None if deadline is None else time.perf_counter() + (deadline - time.perf_counter()) / (
+                1 + spec.later_fits)  # the rest of the time is its later fits' (an estimate may be low)
+            self._rung(winner, rung, share, spec.seed)
             gain = _gain(before[0], winner.last_val)
             if gain <= cfg.ladder_tol:  # not worth its cost: the cheaper best rung stays the budget
                 winner.best_val, winner.best_state, winner.best_record, winner.best_result = before
@@ -613,9 +615,11 @@ class TimeLLM(Member):
 
         ``core.max_minutes`` bounds the whole cross-fitted core: the rung, and the ``later_fits`` frozen copies
         (fold fits, refit) that would train its budget after the ladder if it won. Its time is estimated from
-        ``c``'s last rung per epoch and sample; a frozen copy is counted as a whole rung, though it scores no
-        validation and may stop at an earlier best epoch, so the estimate is high rather than low. Under torchrun
-        the ranks agree.
+        ``c``'s last rung per epoch and sample, validation included (scaled with the samples, though its size is
+        fixed); a frozen copy is counted as a whole rung, though it scores no validation and may stop at an
+        earlier best epoch. So the estimate is high rather than low. A rung admitted here trains against its
+        share of the time left (:meth:`_climb`), so a low estimate overruns the limit by about an epoch at most.
+        Under torchrun the ranks agree.
         """
         if deadline is None:
             return ""

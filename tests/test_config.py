@@ -91,6 +91,8 @@ def test_a_config_built_in_code_is_checked_as_a_loaded_one():
     assert check_config(cfg) == tuple(sorted(set(cfg.task.horizons)))
     for bad, needle in [(replace(cfg, router=replace(cfg.router, mode="bogus")), "router.mode must be one of"),
                         (replace(cfg, stack=replace(cfg.stack, train_only="some")), "stack.train_only must be one of"),
-                        (replace(cfg, task=replace(cfg.task, context_length=1)), "at least 2")]:
+                        (replace(cfg, task=replace(cfg.task, context_length=1)), "at least 2"),
+                        (replace(cfg, core=replace(cfg.core, attn_dropout=1.0)), "core.attn_dropout must be"),
+                        (replace(cfg, core=replace(cfg.core, dropout=-0.1)), "core.dropout must be")]:
         with pytest.raises(HybridInputError, match=needle):
             check_config(bad)

@@ -322,6 +322,7 @@ def test_cpu_dropout_keeps_the_rate_and_the_expectation_and_follows_the_seed() -
         assert abs(float(y.mean()) - 1.0) < 0.01  # kept elements are scaled: the expectation is kept
         torch.manual_seed(0)
         assert torch.equal(cpu_dropout(x, p), y)  # torch's generator: a seed repeats it
+    assert not cpu_dropout(x, 1.0).any()  # a rate of 1 drops everything, as torch's does
 
 
 def test_the_cores_attention_equals_torchs_and_drops_weights_only_in_training() -> None:
@@ -338,3 +339,23 @@ def test_the_cores_attention_equals_torchs_and_drops_weights_only_in_training() 
     assert not torch.allclose(ours(q, q, q, need_weights=False)[0], theirs(q, q, q, need_weights=False)[0])
     ours.eval(), theirs.eval()  # no dropout in evaluation: torch's own path, the same forecast
     torch.testing.assert_close(ours(q, q, q, need_weights=False)[0], theirs(q, q, q, need_weights=False)[0])
+
+
+def test_every_dropout_of_the_core_without_a_backbone_draws_its_mask_with_cpu_dropout(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a CPU in training: the patch, the encoder's attention weights, its three dropouts and the head (6 masks)."""
+    from llm_core import layers
+
+    calls: list[tuple[int, ...]] = []
+    real = layers.cpu_dropout
+    monkeypatch.setattr(layers, "cpu_dropout", lambda x, p: calls.append(tuple(x.shape)) or real(x, p))
+    member, ctx = _fit(_cfg("none", epochs=1, dropout=0.1, attn_dropout=0.1))
+    x = torch.from_numpy(np.ascontiguousarray(ctx[:, 0]))
+    calls.clear()
+    member.net_.train()
+    member.net_(x)
+    assert len(calls) == 6 and (len(x), 2, member.net_.n_patches, member.net_.n_patches) in calls  # heads 2
+    calls.clear()
+    member.net_.eval()
+    member.net_(x)
+    assert calls == []  # no dropout in evaluation
