@@ -87,7 +87,7 @@ def _series(t: int = 400, seed: int = 0) -> np.ndarray:
 def _cfg(backbone: str, **kw: object) -> CoreConfig:
     base = dict(
         backbone=backbone, llm_layers=1, patch_len=8, stride=4, d_model=8, n_heads=2, d_keys=4,
-        num_prototypes=10, vocab_size=20, d_ff=16, dropout=0.0, epochs=2, batch_size=16,
+        num_prototypes=10, vocab_size=20, d_ff=16, dropout=0.0, attn_dropout=0.0, epochs=2, batch_size=16,
         max_train_windows=64, max_val_windows=24, progress=False, cpu_bf16=False, lr=0.01,
         max_description_tokens=8, max_prompt_tokens=48, references=False, classical_text=False,
     )  # fmt: skip
@@ -308,7 +308,8 @@ def test_attention_dropout_of_the_encoder_without_a_backbone_is_its_own_key() ->
 
     assert torch.equal(*two_passes(0.0))  # no dropout anywhere: training passes agree
     assert not torch.equal(*two_passes(0.5))  # the attention weights are dropped: they differ
-    assert _fit(_cfg("none", epochs=1))[0].net_.encoder.self_attn.dropout == 0.1  # the default
+    assert CoreConfig().attn_dropout == 0.1  # the default, as the core had it before the key existed
+    assert _fit(_cfg("none", epochs=1, attn_dropout=0.3))[0].net_.encoder.self_attn.dropout == 0.3
 
 
 def test_cpu_dropout_keeps_the_rate_and_the_expectation_and_follows_the_seed() -> None:
