@@ -555,7 +555,7 @@ class TimeLLM(Member):
             for c in alive:
                 self._rung(c, rung, None, spec.seed)
                 if rung == 0 and c.prep.start_val is None and start is not None:
-                    self._reach_start(c, start, deadline, started, spec.later_fits, spec.seed)
+                    self._reach_start(c, start, deadline, started, spec.seed)
             if rung == 0 and start is not None:
                 best = min(c.best_val for c in cands)
                 if _gain(start, best) <= cfg.ladder_tol:
@@ -581,7 +581,7 @@ class TimeLLM(Member):
                                  f"({n_pool})", sum(c.steps for c in cands))  # fmt: skip
             return
         ahead = min(n_pool, max(winner.samples * cfg.ladder_growth, plan.per_epoch))
-        too_long = self._too_long(winner, ahead, cfg.epochs, deadline, started, spec.later_fits)
+        too_long = self._too_long(winner, ahead, cfg.epochs, deadline, started)
         if too_long:
             self._settle(winner, f"variant: {chose}; stopped growing: rung {rung + 1} {too_long}",
                          sum(c.steps for c in cands))
@@ -590,8 +590,8 @@ class TimeLLM(Member):
         while True:
             rung += 1
             before = (winner.best_val, winner.best_state, winner.best_record, winner.best_result)
-            share = None if deadline is None else time.perf_counter() + (deadline - time.perf_counter()) / (
-                1 + spec.later_fits)  # the rest of the time is its later fits' (an estimate may be low)
+            now = time.perf_counter()  # the rung's share of the time left; the rest is its later fits'
+            share = None if deadline is None else now + (deadline - now) / (1 + self.later_fits_)
             self._rung(winner, rung, share, spec.seed)
             gain = _gain(before[0], winner.last_val)
             if gain <= cfg.ladder_tol:  # not worth its cost: the cheaper best rung stays the budget
@@ -602,18 +602,17 @@ class TimeLLM(Member):
                 why = f"rung {rung} used every training sample ({n_pool})"
                 break
             ahead = min(n_pool, winner.samples * cfg.ladder_growth)
-            too_long = self._too_long(winner, ahead, winner.epochs, deadline, started, spec.later_fits)
+            too_long = self._too_long(winner, ahead, winner.epochs, deadline, started)
             if too_long:
                 why = f"rung {rung + 1} {too_long}"
                 break
             winner.samples = ahead
         self._settle(winner, f"variant: {chose}; stopped growing: {why}", sum(c.steps for c in cands))
 
-    def _too_long(self, c: _Candidate, samples: int, epochs: int, deadline: float | None, started: float,
-                  later_fits: int) -> str:
+    def _too_long(self, c: _Candidate, samples: int, epochs: int, deadline: float | None, started: float) -> str:
         """Why training ``c`` at ``samples`` x ``epochs`` would not fit in ``core.max_minutes`` ("": it would).
 
-        ``core.max_minutes`` bounds the whole cross-fitted core: the rung, and the ``later_fits`` frozen copies
+        ``core.max_minutes`` bounds the whole cross-fitted core: the rung, and the ``later_fits_`` frozen copies
         (fold fits, refit) that would train its budget after the ladder if it won. Its time is estimated from
         ``c``'s last rung per epoch and sample, validation included (scaled with the samples, though its size is
         fixed); a frozen copy is counted as a whole rung, though it scores no validation and may stop at an
@@ -624,20 +623,19 @@ class TimeLLM(Member):
         if deadline is None:
             return ""
         rung = c.last_seconds / max(1, c.last_epochs) * epochs * samples / max(1, c.samples)
-        needed = rung * (1 + later_fits)
+        needed = rung * (1 + self.later_fits_)
         if not self._agree(time.perf_counter() + needed > deadline):
             return ""
-        return (f"(about {rung:.1f} s, and as much again for each of the {later_fits} fold fits and refits that "
+        return (f"(about {rung:.1f} s, and as much again for each of the {self.later_fits_} fold fits and refits that "
                 f"would train its budget) would end after core.max_minutes ({(deadline - started) / 60:g})")
 
-    def _reach_start(self, c: _Candidate, start: float, deadline: float | None, started: float, later_fits: int,
-                     seed: int) -> None:
+    def _reach_start(self, c: _Candidate, start: float, deadline: float | None, started: float, seed: int) -> None:
         """Rung 0 of a variant trained from scratch, after its first schedule: does it reach the untrained start?
 
         While it has not beaten the start by ``ladder_tol``, it trains again at ``ladder_growth`` times the samples
         per epoch: once, and then only while its last step up closed at least the gap left to the start (one more
         step at that pace would reach it), every training sample is not yet used and ``max_minutes`` allows it
-        with its ``later_fits`` (:meth:`_too_long`).
+        with its later fits (:meth:`_too_long`).
         Where training from scratch cannot catch the references' mix, this costs two short schedules.
         """
         cfg = self.config
@@ -647,7 +645,7 @@ class TimeLLM(Member):
             if previous is not None and previous - c.last_val < c.last_val - target:
                 return
             ahead = min(n_pool, c.samples * cfg.ladder_growth)
-            if self._too_long(c, ahead, c.epochs, deadline, started, later_fits):
+            if self._too_long(c, ahead, c.epochs, deadline, started):
                 return
             previous, c.samples = c.last_val, ahead
             self._rung(c, 0, None, seed)

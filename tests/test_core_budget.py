@@ -146,11 +146,15 @@ def test_max_minutes_counts_the_fold_fits_and_refits_that_would_train_the_budget
     c.last_seconds, c.last_epochs = 10.0, 1  # 10 s an epoch of 100 samples: a rung of 2 x 400 takes 80 s
     started = time.perf_counter()
     deadline = started + 200.0
-    assert member._too_long(c, 400, 2, deadline, started, later_fits=0) == ""  # 80 s alone fits
-    assert member._too_long(c, 400, 2, deadline, started, later_fits=1) == ""  # 160 s fits
-    why = member._too_long(c, 400, 2, deadline, started, later_fits=2)  # 240 s does not
+    member.later_fits_ = 0
+    assert member._too_long(c, 400, 2, deadline, started) == ""  # 80 s alone fits
+    member.later_fits_ = 1
+    assert member._too_long(c, 400, 2, deadline, started) == ""  # 160 s fits
+    member.later_fits_ = 2
+    why = member._too_long(c, 400, 2, deadline, started)  # 240 s does not
     assert why.startswith("(about 80.0 s") and "each of the 2 fold fits and refits" in why
-    assert member._too_long(c, 400, 2, None, started, later_fits=50) == ""  # no limit (a GPU by default)
+    member.later_fits_ = 50
+    assert member._too_long(c, 400, 2, None, started) == ""  # no limit (a GPU by default)
 
 
 # The validation losses per epoch (epoch 0: the untrained start) of the fit below by the code before core.budget
