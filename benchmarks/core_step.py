@@ -12,10 +12,11 @@ alternation; the median is reported for each horizon and three ways:
   the same rates);
 - no attention dropout: ``core.attn_dropout`` 0 (torch's fused attention runs).
 
-The steps' data are random: only the time is measured.
+The steps run under bf16 autocast as a fit does on a CPU (``core.cpu_bf16``, on by default); ``--fp32`` runs
+them without. The steps' data are random: only the time is measured.
 
 Usage:
-    python benchmarks/core_step.py [--horizons 96,336] [--steps 200] [--runs 3] [--out benchmarks/core_step.md]
+    python benchmarks/core_step.py [--horizons 96,336] [--steps 200] [--runs 3] [--fp32] [--out FILE (appended)]
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def torch_masks(net: TimeLLMNet) -> TimeLLMNet:
     return net
 
 
-def step_ms(horizon: int, way: str, steps: int, warmup: int) -> float:
+def step_ms(horizon: int, way: str, steps: int, warmup: int, bf16: bool) -> float:
     """Milliseconds per training step of a fresh network (seed 0) built ``way``: before, now or no_attn."""
     cfg = CoreConfig()
     torch.manual_seed(0)
@@ -70,7 +71,9 @@ def step_ms(horizon: int, way: str, steps: int, warmup: int) -> float:
     x, y = torch.randn(cfg.batch_size, L), torch.randn(cfg.batch_size, horizon)
 
     def step() -> None:
-        loss = torch.nn.functional.mse_loss(net(x), y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = net(x)
+        loss = torch.nn.functional.mse_loss(out.float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -91,6 +94,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--fp32", action="store_true", help="no bf16 autocast (a fit's core.cpu_bf16: false)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -98,7 +102,8 @@ def main() -> None:
     load = os.getloadavg()[0]
     lines = [f"Machine: {cpu_model()}, {os.cpu_count()} cores, 1-minute load {load:.2f} at the start; "
              f"torch {torch.__version__}, {args.threads} threads; batch {batch}, L {L}, patch {PATCH}; "
-             f"median of {args.runs} runs of {args.steps} steps.", "",
+             f"{'fp32' if args.fp32 else 'bf16 autocast (as a fit)'}; median of {args.runs} runs of {args.steps} "
+             "steps.", "",
              "| H | before: torch's masks, ms/step | now: the core's masks, ms/step | speed-up | "
              "core.attn_dropout 0, ms/step | s per 65,536 samples now |", "|---|---|---|---|---|---|"]  # fmt: skip
     ways = ("before", "now", "no_attn")
@@ -106,7 +111,7 @@ def main() -> None:
         runs: dict[str, list[float]] = {w: [] for w in ways}
         for _ in range(args.runs):
             for w in ways:
-                runs[w].append(step_ms(h, w, args.steps, args.warmup))
+                runs[w].append(step_ms(h, w, args.steps, args.warmup, not args.fp32))
         before, now, no_attn = (statistics.median(runs[w]) for w in ways)
         lines.append(f"| {h} | {before:.2f} | {now:.2f} | {before / now:.2f}x | {no_attn:.2f} | "
                      f"{now * 65536 / batch / 1e3:.1f} |")
@@ -114,7 +119,8 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
-        args.out.write_text(text)
+        with args.out.open("a") as f:
+            f.write(text + "\n")
 
 
 if __name__ == "__main__":
